@@ -1,0 +1,227 @@
+"""Recursive Token Mapper (RTM): z -> w by recursive refinement of a few latent tokens.
+
+"One Pass Is Not Enough" (arXiv 2605.15309), Algorithm 1, written after TRM's trm.py:
+
+    Z0  = lift(PixelNorm(x)).view(s, d_h)          x = z, or [z, embed(c)]
+    Z_H, Z_L = H_init, L_init                      fixed buffers, not trained
+    repeat H times (all but the last under no_grad: the short gradient)
+        repeat L times:  Z_L = f(Z_L, Z_H + Z0)
+        Z_H = f(Z_H, Z_L)
+    w   = readout(flatten(Z_H))
+
+f is one shared MLP-Mixer block (post-norm, as in TRM): the injection is added to the input, then
+a SwiGLU over the token axis, add, RMSNorm (over tokens, while transposed, as TRM's mlp_t does), then
+a SwiGLU over the channel axis, add, RMSNorm. `block='attention'` swaps the token MLP for multi-head
+self-attention (the paper's Table 5 ablation).
+
+This file imports only torch and math (and, optionally, the fused op). StyleGAN checkouts pickle a
+network together with the source of the module defining each class (torch_utils/persistence.py), and
+such a pickle must load where rtm_plugin is not installed. So: classes at top level, no relative
+imports, no module-level __file__, plain constructor arguments.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+try:  # Optional fused kernels (issue: fused op). Absent in a process that merely loads a pickle.
+    from torch_utils_ext import rtm_fused as _fused
+except ImportError:
+    _fused = None
+
+BLOCK_TYPES = ('mlp', 'attention')
+
+#----------------------------------------------------------------------------
+# Validation shared by every constructor and by the per-call overrides.
+
+def check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be a positive integer, got {value!r}')
+    return value
+
+def check_positive_float(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f'{name} must be a positive finite number, got {value!r}')
+    return float(value)
+
+#----------------------------------------------------------------------------
+# Layers.
+
+def pixel_norm(x, eps=1e-8):
+    """StyleGAN's normalize_2nd_moment over the feature axis."""
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+def rms_norm(x, eps=1e-5):
+    """TRM's RMSNorm: no gain, statistics in float32."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + eps)).to(x.dtype)
+
+def swiglu_hidden(dim, expansion):
+    """TRM's SwiGLU width, round(expansion * dim * 2/3), without its rounding up to 256 (our dims are tiny)."""
+    return max(1, round(expansion * dim * 2 / 3))
+
+class EqualizedLinear(torch.nn.Module):
+    """StyleGAN's equalised-learning-rate linear layer: weights stored as N(0, 1/lr_multiplier^2), scaled at run time."""
+
+    def __init__(self, in_features, out_features, bias=True, lr_multiplier=1.0, bias_init=0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = torch.nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def effective_weight(self):
+        return self.weight * self.weight_gain
+
+    def effective_bias(self):
+        return None if self.bias is None else self.bias * self.bias_gain
+
+    def forward(self, x):
+        b = self.effective_bias()
+        return F.linear(x, self.effective_weight().to(x.dtype), None if b is None else b.to(x.dtype))
+
+class SwiGLU(torch.nn.Module):
+    """down(silu(gate) * up) over the last axis, no biases."""
+
+    def __init__(self, dim, expansion, lr_multiplier):
+        super().__init__()
+        self.hidden = swiglu_hidden(dim, expansion)
+        self.gate_up = EqualizedLinear(dim, 2 * self.hidden, bias=False, lr_multiplier=lr_multiplier)
+        self.down = EqualizedLinear(self.hidden, dim, bias=False, lr_multiplier=lr_multiplier)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+#----------------------------------------------------------------------------
+# The shared block f(x, injection). Both variants end with the same channel mix.
+
+class MixerBlock(torch.nn.Module):
+    """MLP-Mixer block: token-axis SwiGLU, add, RMSNorm; channel-axis SwiGLU, add, RMSNorm."""
+
+    def __init__(self, tokens, token_dim, expansion, lr_multiplier):
+        super().__init__()
+        self.token_mix = SwiGLU(tokens, expansion, lr_multiplier)
+        self.channel_mix = SwiGLU(token_dim, expansion, lr_multiplier)
+
+    def forward(self, x, injection):                            # [N, S, D]
+        h = (x + injection).transpose(1, 2)                     # [N, D, S]: mix along tokens
+        h = rms_norm(h + self.token_mix(h)).transpose(1, 2)     # normalised over tokens, as TRM's mlp_t
+        return rms_norm(h + self.channel_mix(h))
+
+class AttentionBlock(torch.nn.Module):
+    """The ablation: multi-head self-attention mixes the tokens, then the same channel mix."""
+
+    def __init__(self, tokens, token_dim, expansion, lr_multiplier, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = EqualizedLinear(token_dim, 3 * token_dim, bias=False, lr_multiplier=lr_multiplier)
+        self.proj = EqualizedLinear(token_dim, token_dim, bias=False, lr_multiplier=lr_multiplier)
+        self.channel_mix = SwiGLU(token_dim, expansion, lr_multiplier)
+
+    def forward(self, x, injection):                            # [N, S, D]
+        h = x + injection
+        n, s, d = h.shape
+        q, k, v = self.qkv(h).view(n, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, s, d)
+        h = rms_norm(h + self.proj(a))
+        return rms_norm(h + self.channel_mix(h))
+
+#----------------------------------------------------------------------------
+
+class RecursiveTokenMapper(torch.nn.Module):
+    """x [N, in_features] -> w [N, w_dim]. The parameter count does not depend on H or L."""
+
+    def __init__(self,
+        in_features,                # Input features: z_dim, or z_dim + embed_features when conditional.
+        w_dim,                      # Output features.
+        tokens          = 4,        # s: number of latent tokens.
+        token_dim       = 128,      # d_h: width of each token.
+        H               = 16,       # Outer steps (can be overridden per call).
+        L               = 1,        # Inner cycles per outer step (can be overridden per call).
+        block           = 'mlp',    # 'mlp' (MLP-Mixer) or 'attention' (the ablation).
+        expansion       = 4.0,      # SwiGLU expansion factor.
+        heads           = 4,        # Attention heads, block='attention' only.
+        lr_multiplier   = 0.01,     # Equalised-lr multiplier, as StyleGAN's mapping network.
+    ):
+        super().__init__()
+        check_positive_int('in_features', in_features)
+        check_positive_int('w_dim', w_dim)
+        check_positive_int('tokens', tokens)
+        check_positive_int('token_dim', token_dim)
+        check_positive_float('expansion', expansion)
+        check_positive_float('lr_multiplier', lr_multiplier)
+        if block not in BLOCK_TYPES:
+            raise ValueError(f'block must be one of {BLOCK_TYPES}, got {block!r}')
+        if block == 'attention':
+            check_positive_int('heads', heads)
+            if token_dim % heads != 0:
+                raise ValueError(f'token_dim ({token_dim}) must be divisible by heads ({heads}) for block="attention"')
+        self.in_features, self.w_dim = in_features, w_dim
+        self.tokens, self.token_dim = tokens, token_dim
+        self.H, self.L = check_positive_int('H', H), check_positive_int('L', L)
+        self.block_type = block
+
+        self.lift = EqualizedLinear(in_features, tokens * token_dim, lr_multiplier=lr_multiplier)
+        if block == 'mlp':
+            self.block = MixerBlock(tokens, token_dim, expansion, lr_multiplier)
+        else:
+            self.block = AttentionBlock(tokens, token_dim, expansion, lr_multiplier, heads)
+        self.readout = EqualizedLinear(tokens * token_dim, w_dim, lr_multiplier=lr_multiplier)
+        # Fixed start of the carries (TRM: truncated normal, std 1); persistent so pickles keep them.
+        self.register_buffer('H_init', torch.nn.init.trunc_normal_(torch.empty(token_dim), std=1, a=-2, b=2))
+        self.register_buffer('L_init', torch.nn.init.trunc_normal_(torch.empty(token_dim), std=1, a=-2, b=2))
+
+    def step(self, z_H, z_L, z0, L):
+        """One outer step: L low-level cycles, then one high-level update."""
+        for _ in range(L):
+            z_L = self.block(z_L, z_H + z0)
+        return self.block(z_H, z_L), z_L
+
+    def read(self, z_H):
+        return self.readout(z_H.flatten(1))
+
+    def forward(self, x, H=None, L=None, return_trace=False):
+        """Returns w, or (w, trace) where trace[h] is the w read out after outer step h+1 (trace[-1] == w)."""
+        H = self.H if H is None else check_positive_int('H', H)
+        L = self.L if L is None else check_positive_int('L', L)
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f'expected input of shape [N, {self.in_features}], got {_shape(x)}')
+
+        z0 = self.lift(pixel_norm(x.float())).view(-1, self.tokens, self.token_dim)
+        z_H = self.H_init.expand_as(z0)
+        z_L = self.L_init.expand_as(z0)
+        trace = []
+        with torch.no_grad():                                   # H-1 steps build no graph
+            for _ in range(H - 1):
+                z_H, z_L = self.step(z_H, z_L, z0, L)
+                if return_trace:
+                    trace.append(self.read(z_H))
+        z_H, z_L = self.step(z_H, z_L, z0, L)                   # the one step that trains
+        w = self.read(z_H)
+        if return_trace:
+            return w, torch.stack(trace + [w.detach()])
+        return w
+
+    def extra_repr(self):
+        return (f'tokens={self.tokens}, token_dim={self.token_dim}, H={self.H}, L={self.L}, '
+                f'block={self.block_type!r}')
+
+def _shape(x):
+    return list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+#----------------------------------------------------------------------------
+
+PERSISTENT_CLASSES = ('EqualizedLinear', 'SwiGLU', 'MixerBlock', 'AttentionBlock', 'RecursiveTokenMapper')
+
+def make_persistent(class_decorator):
+    """Rebind this module's classes to source-embedding versions, e.g. StyleGAN's persistence.persistent_class.
+
+    Every class in a pickled module tree must be decorated for the pickle to load without this package,
+    and the classes build each other through these module names, so rebinding them here is enough.
+    """
+    for name in PERSISTENT_CLASSES:
+        globals()[name] = class_decorator(globals()[name])

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='rtm-plugin',
+    version='0.1.0',
+    description='Recursive Token Mapper (arXiv 2605.15309) for StyleGAN-family and IMLE generators',
+    packages=find_packages(include=['rtm_plugin', 'rtm_plugin.*', 'torch_utils_ext', 'torch_utils_ext.*']),
+    package_data={'torch_utils_ext': ['*.h', '*.cpp', '*.cu', '*.cuh']},
+    include_package_data=True,
+    python_requires='>=3.9',
+    install_requires=[
+        'torch>=2.6',
+        'numpy',
+        'click',
+        'tqdm',
+        'pillow',
+        'scipy',
+        'scikit-learn',
+        'ninja',
+    ],
+    extras_require={
+        'test': ['pytest', 'prdc', 'scikit-image'],
+        'faiss': ['faiss-cpu'],
+        'video': ['imageio', 'imageio-ffmpeg'],
+    },
+    entry_points={'console_scripts': [
+        'rtm-summary=rtm_plugin.summary:main',
+    ]},
+)
