@@ -1,0 +1,71 @@
+"""rtm-patch apply|check|revert <checkout> [--target NAME]: our anchored edits in an upstream checkout."""
+
+import click
+
+from rtm_plugin.patching import engine
+from rtm_plugin.patching.engine import PatchError
+from rtm_plugin.patching.spec import Insert
+from rtm_plugin.patching.targets import known_targets, resolve_target
+
+def _target_option(fn):
+    return click.option('--target', metavar='NAME',
+                        help='Upstream project [default: detected from the checkout]; see `rtm-patch targets`')(fn)
+
+checkout_argument = click.argument('checkout', type=click.Path(file_okay=True, dir_okay=True))
+
+def _run(fn, *args):
+    try:
+        return fn(*args)
+    except PatchError as err:
+        raise click.ClickException(str(err)) from None
+
+@click.group()
+def main():
+    """Apply, check or revert rtm-plugin's edits in an upstream checkout.
+
+    \b
+    rtm-patch apply  ~/stylegan2-ada-pytorch     # all files or none; originals kept in .rtm-patch/
+    rtm-patch check  ~/stylegan2-ada-pytorch     # state of every file; exit 1 unless cleanly (un)patched
+    rtm-patch revert ~/stylegan2-ada-pytorch     # the original bytes, exactly
+    """
+
+@main.command()
+@checkout_argument
+@_target_option
+def apply(checkout, target):
+    """Apply the edits (a no-op when already applied)."""
+    outcome = _run(lambda: engine.apply(checkout, resolve_target(checkout, target)))
+    click.echo(outcome.message)
+
+@main.command()
+@checkout_argument
+@_target_option
+@click.option('-v', '--verbose', is_flag=True, help='Also list every edit and why it is there.')
+def check(checkout, target, verbose):
+    """Report the state of every file the edits touch."""
+    tgt = _run(resolve_target, checkout, target)
+    report = _run(engine.check, checkout, tgt)
+    click.echo(report.summary())
+    if verbose:
+        for change in tgt.changes:
+            click.echo(f'{change.path}:')
+            for edit in getattr(change, 'edits', [change]):
+                kind = ('insert after' if edit.after else 'insert before') if isinstance(edit, Insert) else \
+                       type(edit).__name__.lower()
+                click.echo(f'  {kind:<13}  {edit.why}')
+    if report.state not in ('patched', 'unpatched'):
+        raise SystemExit(1)
+
+@main.command()
+@checkout_argument
+@_target_option
+def revert(checkout, target):
+    """Restore the original bytes and modes of every changed file."""
+    outcome = _run(engine.revert, checkout, target)
+    click.echo(outcome.message)
+
+@main.command()
+def targets():
+    """List the upstream projects rtm-patch knows."""
+    for name, path in _run(known_targets).items():
+        click.echo(f'{name}  ({path})')
