@@ -24,20 +24,14 @@ class RTMMappingNetwork(networks.MappingNetwork):
     """Upstream's embed and w_avg (num_layers=0), with the Recursive Token Mapper as the trunk.
 
     The trunk sits under `trunk`, never `fc{i}`: --resume copies tensors by name, and upstream's fc{i} have
-    other shapes. Trunk options (tokens, token_dim, H, L, block, expansion, heads) go to RecursiveTokenMapper.
+    other shapes.
     """
     mapper_kind = 'rtm'
 
-    def __init__(self,
-        z_dim,                      # Input latent (Z) dimensionality, 0 = no latent.
-        c_dim,                      # Conditioning label (C) dimensionality, 0 = no label.
-        w_dim,                      # Intermediate latent (W) dimensionality.
-        num_ws,                     # Number of intermediate latents to output, None = do not broadcast.
-        embed_features  = None,     # Label embedding dimensionality, None = same as w_dim.
-        lr_multiplier   = 0.01,     # Equalised-lr multiplier of the trunk, as upstream's mapping layers.
-        w_avg_beta      = 0.995,    # Decay for tracking the moving average of W, None = do not track.
-        **trunk_kwargs,             # tokens, token_dim, H, L, block, expansion, heads.
-    ):
+    def __init__(self, z_dim, c_dim, w_dim, num_ws, embed_features=None, lr_multiplier=0.01, w_avg_beta=0.995,
+                 **trunk_kwargs):
+        """z_dim, c_dim, w_dim, num_ws, embed_features, w_avg_beta: as upstream's MappingNetwork. lr_multiplier
+        (equalised lr) and trunk_kwargs (tokens, token_dim, H, L, block, expansion, heads) go to the trunk."""
         if rtm is None:
             raise ImportError('building an RTM mapping network needs the rtm_plugin package (pip install -e '
                               '<rtm-plugin>); loading a pickle that holds one does not')
