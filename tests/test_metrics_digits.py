@@ -61,6 +61,10 @@ def test_training_is_deterministic_and_leaves_global_state_alone():
     b = train_digit_net(images[classify], labels[classify], short).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.get_num_threads() == threads and torch.equal(torch.random.get_rng_state(), rng_state)
+    for mode in (torch.no_grad, torch.inference_mode):   # as called from inside an evaluation loop
+        with mode():
+            c = train_digit_net(images[classify], labels[classify], short).state_dict()
+        assert all(torch.equal(a[k], c[k]) for k in a)
 
 def test_cache_is_reused_and_a_corrupt_or_stale_file_is_rebuilt(tmp_path, monkeypatch, digits_cache):
     built = []

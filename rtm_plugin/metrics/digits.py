@@ -142,11 +142,12 @@ def _random_affine(x, recipe, generator):
     return F.interpolate(big, size=(8, 8), mode='area')
 
 def train_digit_net(train_images, train_labels, recipe=RECIPE):
-    """Train DigitNet on uint8 digits [N, 8, 8]: CPU, one thread, seeded; global RNGs and thread count untouched."""
+    """Train DigitNet on uint8 digits [N, 8, 8]: CPU, one thread, seeded; global RNGs, thread count and grad mode
+    untouched."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                      # the same reduction order, so the same weights, on every machine
-    try:
-        with torch.random.fork_rng(devices=[]):
+    try:   # the caller may sit in no_grad or inference_mode (an evaluation loop); training needs autograd
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
             torch.manual_seed(recipe['seed'])
             generator = torch.Generator().manual_seed(recipe['seed'])
             x0 = torch.from_numpy(train_images).float().unsqueeze(1) / 255
