@@ -24,6 +24,7 @@ setup(
         'video': ['imageio', 'imageio-ffmpeg'],
     },
     entry_points={'console_scripts': [
+        'rtm-eval=rtm_plugin.metrics.cli:main',
         'rtm-summary=rtm_plugin.summary:main',
         'rtm-patch=rtm_plugin.patching.cli:main',
     ]},
