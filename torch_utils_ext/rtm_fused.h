@@ -349,6 +349,7 @@ RTM_HD void recursion(T* zH, T* zL, const T* z0, int steps, int L, const Dims& d
 namespace gpu {
 constexpr int kThreads = 256;   // threads per block
 constexpr int kRowTile = 4;     // rows per register tile (GpuPolicy::R)
+constexpr int kColTile = 4;     // columns per register tile (GpuPolicy::J and JD)
 constexpr int kMaxRows = 32;    // token rows per tile (samples per tile = kMaxRows / S)
 constexpr int kRowPad = 1;      // extra column per row in shared memory: rows R apart fall in different banks
 }

@@ -14,8 +14,8 @@ namespace rtm {
 struct GpuPolicy {
     static constexpr int DW = 1;                // token mix: one (sample, channel) column per thread
     static constexpr int R = gpu::kRowTile;     // channel mix: rows per register tile
-    static constexpr int J = 4;                 // channel mix: gate/up columns per register tile
-    static constexpr int JD = 4;                // channel mix: down columns per register tile
+    static constexpr int J = gpu::kColTile;     // channel mix: gate/up columns per register tile
+    static constexpr int JD = gpu::kColTile;    // channel mix: down columns per register tile
     static constexpr bool kVectorCols = false;
 
     __host__ __device__ static void sync() {
