@@ -28,8 +28,8 @@ def block_flops(trunk):
     Ht, Hc = trunk.block.token_mix.hidden, trunk.block.channel_mix.hidden
     return 6 * S * D * (Ht + Hc)
 
-def repeats_for(fn, device, budget=0.25):
-    """Enough calls for about `budget` seconds per median, between 3 and 20."""
+def repeats_for(fn, device, budget=0.15):
+    """Enough calls for about `budget` seconds per median, between 3 and 20: short rounds, many of them."""
     fn()
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -52,7 +52,7 @@ def main():
     parser.add_argument('--batches', default=None, help='comma-separated (default: 1,16,64,256 on CPU, '
                         '1,4,16,64,256,1024,4096 on CUDA)')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--rounds', type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
