@@ -14,6 +14,9 @@ a SwiGLU over the token axis, add, RMSNorm (over tokens, while transposed, as TR
 a SwiGLU over the channel axis, add, RMSNorm. `block='attention'` swaps the token MLP for multi-head
 self-attention (the paper's Table 5 ablation).
 
+With use_fused ('auto' by default), f runs as one C++/CUDA op and the no-grad steps as one op call
+(torch_utils_ext/rtm_fused.py); the attention block, and any setting the op cannot run, use the code here.
+
 This file imports only torch and math (and, optionally, the fused op). StyleGAN checkouts pickle a
 network together with the source of the module defining each class (torch_utils/persistence.py), and
 such a pickle must load where rtm_plugin is not installed. So: classes at top level, no relative
@@ -25,12 +28,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-try:  # Optional fused kernels (issue: fused op). Absent in a process that merely loads a pickle.
+try:  # Optional fused kernels (built on the first forward). Absent in a process that merely loads a pickle.
     from torch_utils_ext import rtm_fused as _fused
 except ImportError:
     _fused = None
 
 BLOCK_TYPES = ('mlp', 'attention')
+USE_FUSED = ('auto', True, False)
 
 #----------------------------------------------------------------------------
 # Validation shared by every constructor and by the per-call overrides.
@@ -38,6 +42,11 @@ BLOCK_TYPES = ('mlp', 'attention')
 def check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f'{name} must be a positive integer, got {value!r}')
+    return value
+
+def check_use_fused(value):
+    if not any(value is v or (isinstance(value, str) and value == v) for v in USE_FUSED):
+        raise ValueError(f'use_fused must be one of {USE_FUSED}, got {value!r}')
     return value
 
 def check_positive_float(name, value):
@@ -146,6 +155,7 @@ class RecursiveTokenMapper(torch.nn.Module):
         expansion       = 4.0,      # SwiGLU expansion factor.
         heads           = 4,        # Attention heads, block='attention' only.
         lr_multiplier   = 0.01,     # Equalised-lr multiplier, as StyleGAN's mapping network.
+        use_fused       = 'auto',   # Fused block op: 'auto' (when it builds), True (required), False (reference).
     ):
         super().__init__()
         check_positive_int('in_features', in_features)
@@ -160,10 +170,13 @@ class RecursiveTokenMapper(torch.nn.Module):
             check_positive_int('heads', heads)
             if token_dim % heads != 0:
                 raise ValueError(f'token_dim ({token_dim}) must be divisible by heads ({heads}) for block="attention"')
+        if check_use_fused(use_fused) is True and block != 'mlp':
+            raise ValueError('use_fused=True needs block="mlp": the attention block has no fused op')
         self.in_features, self.w_dim = in_features, w_dim
         self.tokens, self.token_dim = tokens, token_dim
         self.H, self.L = check_positive_int('H', H), check_positive_int('L', L)
         self.block_type = block
+        self.use_fused = use_fused
 
         self.lift = EqualizedLinear(in_features, tokens * token_dim, lr_multiplier=lr_multiplier)
         if block == 'mlp':
@@ -175,17 +188,29 @@ class RecursiveTokenMapper(torch.nn.Module):
         self.register_buffer('H_init', torch.nn.init.trunc_normal_(torch.empty(token_dim), std=1, a=-2, b=2))
         self.register_buffer('L_init', torch.nn.init.trunc_normal_(torch.empty(token_dim), std=1, a=-2, b=2))
 
-    def step(self, z_H, z_L, z0, L):
+    def block_fn(self, z0, use_fused=None):
+        """The block f for this forward: the fused op (torch_utils_ext) when enabled and able, else self.block."""
+        mode = self.use_fused if use_fused is None else check_use_fused(use_fused)
+        if mode is True and (_fused is None or self.block_type != 'mlp'):
+            raise RuntimeError('use_fused=True, but ' + ('torch_utils_ext is not importable' if _fused is None
+                               else 'the attention block has no fused op'))
+        if mode is False or _fused is None or self.block_type != 'mlp':
+            return self.block
+        return _fused.mixer_op(self.block, z0, self.H_init, required=mode is True) or self.block
+
+    def step(self, z_H, z_L, z0, L, f=None):
         """One outer step: L low-level cycles, then one high-level update."""
+        f = self.block_fn(z0) if f is None else f
         for _ in range(L):
-            z_L = self.block(z_L, z_H + z0)
-        return self.block(z_H, z_L), z_L
+            z_L = f(z_L, z_H + z0)
+        return f(z_H, z_L), z_L
 
     def read(self, z_H):
         return self.readout(z_H.flatten(1))
 
-    def forward(self, x, H=None, L=None, return_trace=False):
-        """Returns w, or (w, trace) where trace[h] is the w read out after outer step h+1 (trace[-1] == w)."""
+    def forward(self, x, H=None, L=None, return_trace=False, use_fused=None):
+        """Returns w, or (w, trace) where trace[h] is the w read out after outer step h+1 (trace[-1] == w).
+        use_fused overrides the constructor's choice for this call."""
         H = self.H if H is None else check_positive_int('H', H)
         L = self.L if L is None else check_positive_int('L', L)
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.in_features:
@@ -194,13 +219,17 @@ class RecursiveTokenMapper(torch.nn.Module):
         z0 = self.lift(pixel_norm(x.float())).view(-1, self.tokens, self.token_dim)
         z_H = self.H_init.expand_as(z0)
         z_L = self.L_init.expand_as(z0)
+        f = self.block_fn(z0, use_fused)
         trace = []
         with torch.no_grad():                                   # H-1 steps build no graph
-            for _ in range(H - 1):
-                z_H, z_L = self.step(z_H, z_L, z0, L)
-                if return_trace:
-                    trace.append(self.read(z_H))
-        z_H, z_L = self.step(z_H, z_L, z0, L)                   # the one step that trains
+            if f is not self.block and not return_trace:        # fused: all of them in one op call
+                z_H, z_L = f.recursion(z_H, z_L, z0, H - 1, L)
+            else:
+                for _ in range(H - 1):
+                    z_H, z_L = self.step(z_H, z_L, z0, L, f)
+                    if return_trace:
+                        trace.append(self.read(z_H))
+        z_H, z_L = self.step(z_H, z_L, z0, L, f)                # the one step that trains
         w = self.read(z_H)
         if return_trace:
             return w, torch.stack(trace + [w.detach()])

@@ -1,0 +1,185 @@
+"""The fused RTM mixer block: one op for f(x, inj), and one op for a whole no-grad recursion.
+
+rtm_plugin/rtm.py's MixerBlock is about ten small ops, applied H*(L+1) times per mapper call (32 at (16,1)).
+Here the block is one C++/CUDA op (math in rtm_fused.h, shared by the CPU and CUDA kernels), and the H-1
+no-grad outer steps are one op call: a single kernel launch on the GPU, one parallel loop on the CPU, with the
+carries held on chip. Only the last outer step goes through autograd: its backward recomputes rtm.py's
+reference block and differentiates that.
+
+Usage, from rtm.py:
+
+    f = rtm_fused.mixer_op(mapper.block, z0, mapper.H_init)    # None: use the reference block
+    z_H, z_L = f.recursion(z_H, z_L, z0, steps, L)             # no grad, one op call
+    z_L = f(z_L, z_H + z0)                                     # differentiable
+
+The plugin builds with ninja the first time a tensor of its device arrives (about 45 s on CPU, then cached in
+TORCH_EXTENSIONS_DIR). If the build fails, it warns once and every call falls back to the reference.
+"""
+
+import hashlib
+import os
+import platform
+import traceback
+import warnings
+
+import torch
+
+from . import custom_ops
+
+RMS_EPS = 1e-5                  # rtm.py's rms_norm
+_SOURCES = os.path.dirname(os.path.abspath(__file__))
+_LINEARS = ('token_mix.gate_up', 'token_mix.down', 'channel_mix.gate_up', 'channel_mix.down')
+
+#----------------------------------------------------------------------------
+# Building: once per process and device kind, as upstream's bias_act._init().
+
+_plugins = dict()               # 'cpu' / 'cuda' -> module, or None after a failed build
+
+def _cpu_tag():
+    """-march=native binaries are per CPU kind: name the CPU build after the CPU's feature flags."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = next((line for line in f if line.startswith(('flags', 'Features'))), '')
+    except OSError:
+        flags = ''
+    return hashlib.sha1((platform.machine() + flags).encode()).hexdigest()[:8]
+
+def _init(kind):
+    """The plugin for 'cpu' or 'cuda', built on first use; None (after one warning) if the build fails."""
+    if kind not in _plugins:
+        _plugins[kind] = None
+        cflags = ['-O3', '-fno-math-errno', '-Wno-psabi'] + (['-march=native'] if platform.machine() in ('x86_64', 'AMD64') else [])
+        try:
+            if kind == 'cuda':
+                _plugins[kind] = custom_ops.get_plugin(
+                    'rtm_fused_cuda', sources=[os.path.join(_SOURCES, s) for s in ('rtm_fused.cpp', 'rtm_fused_cuda.cu')],
+                    with_cuda=True, extra_cflags=cflags + ['-DRTM_WITH_CUDA'], extra_cuda_cflags=['-O3'])
+            else:
+                _plugins[kind] = custom_ops.get_plugin(
+                    f'rtm_fused_cpu_{_cpu_tag()}', sources=[os.path.join(_SOURCES, 'rtm_fused.cpp')],
+                    extra_cflags=cflags)
+        except Exception:
+            warnings.warn(f'Failed to build the fused RTM op ({kind}). Falling back to the slow reference '
+                          f'implementation. Details:\n\n' + traceback.format_exc())
+    return _plugins[kind]
+
+def plugin_for(device):
+    """The plugin for tensors on `device`, or None. CUDA is tried only on a CUDA build of torch."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return _init('cuda') if torch.version.cuda else None
+    return _init('cpu') if device.type == 'cpu' else None
+
+def build(kind='cpu'):
+    """Builds the plugin now (scripts, tests); raises if it cannot be built."""
+    plugin = _init(kind)
+    if plugin is None:
+        raise RuntimeError(f'the fused RTM op ({kind}) failed to build; see the warning above')
+    return plugin
+
+#----------------------------------------------------------------------------
+# Which calls can run fused.
+
+_warned_configs = set()
+
+def fits_shared_memory(plugin, dims, batch, smem_limit, num_sms):
+    """True if a CUDA tile of this block fits in smem_limit bytes; otherwise warns once and returns False."""
+    S, D, Ht, Hc = dims
+    nb, _, _, need = plugin.plan_cuda(batch, S, D, Ht, Hc, smem_limit, num_sms)
+    if nb > 0:
+        return True
+    if dims not in _warned_configs:
+        _warned_configs.add(dims)
+        warnings.warn(f'Fused RTM op: tokens={S}, token_dim={D} (hidden {Ht}/{Hc}) needs {need / 1024:.0f} KB of '
+                      f'shared memory per block for one sample; the GPU allows {smem_limit / 1024:.0f} KB. '
+                      f'Using the reference implementation for this configuration.')
+    return False
+
+def _unsupported(device, dtype):
+    if device.type == 'cuda' and not torch.version.cuda:
+        return 'CUDA tensors need a CUDA build of torch'
+    if device.type not in ('cpu', 'cuda'):
+        return f'it runs on CPU and CUDA, not {device.type}'
+    allowed = (torch.float32,) if device.type == 'cuda' else (torch.float32, torch.float64)
+    if dtype not in allowed:
+        return f'it supports {", ".join(str(t) for t in allowed)} on {device.type}, not {dtype}'
+    return None
+
+def mixer_op(block, *like, required=False):
+    """The fused form of `block` (rtm.py's MixerBlock) for a forward on tensors like `like`, else None.
+
+    The block computes in the promoted dtype of `like` (as the reference does). With required=True, the
+    reason it cannot run fused is raised instead of returning None.
+    """
+    device, dtype = like[0].device, like[0].dtype
+    for t in like[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    reason = _unsupported(device, dtype)
+    plugin = None
+    if reason is None:
+        plugin = plugin_for(device)
+        if plugin is None:
+            reason = 'its plugin failed to build (see the warning above)'
+    mixer = None if reason else FusedMixer(plugin, block, device, dtype)
+    if mixer is not None and device.type == 'cuda':
+        props = torch.cuda.get_device_properties(device)
+        smem = getattr(props, 'shared_memory_per_block_optin', 48 * 1024)
+        if not fits_shared_memory(plugin, mixer.dims, like[0].shape[0], smem, props.multi_processor_count):
+            mixer, reason = None, 'a tile does not fit in shared memory (see the warning above)'
+    if mixer is None and required:
+        raise RuntimeError(f'use_fused=True, but the fused RTM op cannot run here: {reason}')
+    return mixer
+
+#----------------------------------------------------------------------------
+
+class FusedMixer:
+    """f(x, inj) of one MixerBlock through the fused op, with its effective weights taken once per forward."""
+
+    def __init__(self, plugin, block, device, dtype):
+        self.plugin, self.block, self.dtype = plugin, block, dtype
+        linears = [block.get_submodule(name) for name in _LINEARS]
+        self.param_names = [f'{name}.weight' for name in _LINEARS]
+        self.params = [m.weight for m in linears]
+        with torch.no_grad():
+            self.weights = [m.effective_weight().to(device, dtype).contiguous() for m in linears]
+        tgu, cgu = self.weights[0], self.weights[2]
+        self.dims = (tgu.shape[1], cgu.shape[1], tgu.shape[0] // 2, cgu.shape[0] // 2)     # S, D, Ht, Hc
+
+    def _prepare(self, t):
+        return t.to(self.dtype).contiguous()
+
+    def __call__(self, x, inj):
+        """The block, differentiable (backward through the reference)."""
+        x, inj = self._prepare(x), self._prepare(inj)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in [x, inj] + self.params):
+            return _FusedBlock.apply(x, inj, self, *self.params)
+        return self.plugin.block(x, inj, *self.weights, RMS_EPS)
+
+    def recursion(self, z_H, z_L, z0, steps, L):
+        """(z_H, z_L) after `steps` outer steps of L+1 block calls, in one op call. No autograd."""
+        z_H, z_L, z0 = (self._prepare(t.detach()) for t in (z_H, z_L, z0))
+        return tuple(self.plugin.recursion(z_H, z_L, z0, *self.weights, steps, L, RMS_EPS))
+
+class _FusedBlock(torch.autograd.Function):
+    """Forward: the fused op. Backward: recompute rtm.py's reference block from the saved inputs and
+    parameters (torch.func.functional_call), and differentiate it. First-order only."""
+
+    @staticmethod
+    def forward(ctx, x, inj, mixer, *params):
+        ctx.mixer = mixer
+        ctx.save_for_backward(x, inj, *params)
+        return mixer.plugin.block(x, inj, *mixer.weights, RMS_EPS)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:2] + ctx.needs_input_grad[3:]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(need) for t, need in zip(saved, needs)]
+            x, inj, params = leaves[0], leaves[1], leaves[2:]
+            out = torch.func.functional_call(ctx.mixer.block, dict(zip(ctx.mixer.param_names, params)), (x, inj))
+        wanted = [t for t in leaves if t.requires_grad]
+        grads = iter(torch.autograd.grad(out, wanted, grad) if wanted else ())
+        result = [next(grads) if t.requires_grad else None for t in leaves]
+        return (result[0], result[1], None, *result[2:])

@@ -1,0 +1,108 @@
+// The CUDA kernel of the fused RTM op: one launch runs f, or a whole no-grad recursion, for the batch.
+// Persistent-RNN style: each block loads the weights into shared memory once (the channel weights too when
+// they fit, else they stream from L2), then loops over tiles of samples whose carries stay in shared memory
+// for all steps. The arithmetic is rtm_fused.h's, shared with the CPU kernel. No torch here: this header
+// compiles alone (tests/test_fused_nvcc.py checks it for register spills).
+
+#pragma once
+
+#include "rtm_fused.h"
+
+namespace rtm {
+
+// The GPU schedule: all threads of a block share a tile; adjacent threads take adjacent columns.
+struct GpuPolicy {
+    static constexpr int DW = 1;                // token mix: one (sample, channel) column per thread
+    static constexpr int R = gpu::kRowTile;     // channel mix: rows per register tile
+    static constexpr int J = gpu::kColTile;     // channel mix: gate/up columns per register tile
+    static constexpr int JD = gpu::kColTile;    // channel mix: down columns per register tile
+    static constexpr bool kVectorCols = false;
+
+    __host__ __device__ static void sync() {
+#if defined(__CUDA_ARCH__)
+        __syncthreads();
+#endif
+    }
+
+    // RMSNorm over each row's D channels: a warp per row.
+    template <typename T>
+    __host__ __device__ static void row_norm(T* x, int rows, int ld, const Dims& d, T eps, int tid, int nt) {
+#if defined(__CUDA_ARCH__)
+        const int lane = tid & 31;
+        for (int r = tid >> 5; r < rows; r += nt >> 5) {
+            T* row = x + r * ld;
+            T sum_sq = T(0);
+            for (int c = lane; c < d.D; c += 32) sum_sq += row[c] * row[c];
+            for (int off = 16; off > 0; off >>= 1) sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, off);
+            const T scale = rms_scale(sum_sq, d.D, eps);
+            for (int c = lane; c < d.D; c += 32) row[c] *= scale;
+        }
+#endif
+    }
+};
+static_assert(kPad % GpuPolicy::J == 0 && kPad % GpuPolicy::JD == 0, "the zero padding must cover whole tiles");
+static_assert(gpu::kThreads % 32 == 0, "row_norm uses whole warps");
+
+template <typename T> struct KernelArgs {
+    const T* zH; const T* zL; const T* z0;      // [N, S, D]; block mode: x in zL, inj in z0
+    T* oH; T* oL;
+    Weights<T> w;                               // packed, in global memory
+    Dims d;
+    long long N;
+    int nb, rows;                               // samples and padded rows per tile (the plan)
+    int steps, L;
+    int block_mode, weights_in_smem;
+    T eps;
+};
+
+// Two blocks per SM: ptxas then allows up to 128 registers (left to itself it caps at 80 and spills).
+template <typename T>
+__global__ void __launch_bounds__(gpu::kThreads, 2) rtm_kernel(const KernelArgs<T> a) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* sm = reinterpret_cast<T*>(smem_raw);
+    const Dims& d = a.d;
+    const SmemLayout lay = smem_layout(d, a.rows, a.weights_in_smem != 0);
+    const int tid = threadIdx.x, nt = blockDim.x;
+
+    for (int i = tid; i < 2 * d.Ht * d.S; i += nt) sm[lay.tgu + i] = a.w.tgu[i];
+    for (int i = tid; i < d.S * d.Ht; i += nt) sm[lay.td + i] = a.w.td[i];
+    if (a.weights_in_smem) {
+        for (long long i = tid; i < 2LL * d.D * d.Hcp; i += nt) sm[lay.cgu + i] = a.w.cgu[i];
+        for (long long i = tid; i < static_cast<long long>(d.Hc) * d.Dp; i += nt) sm[lay.cd + i] = a.w.cd[i];
+    }
+    const Weights<T> w{sm + lay.tgu, sm + lay.td, a.weights_in_smem ? sm + lay.cgu : a.w.cgu,
+                       a.weights_in_smem ? sm + lay.cd : a.w.cd};
+    T* zH = sm + lay.zH;
+    T* zL = sm + lay.zL;
+    T* z0 = sm + lay.z0;
+
+    const long long sample = static_cast<long long>(d.S) * d.D;
+    const long long tiles = ceil_div(a.N, a.nb);
+    for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const long long n0 = tile * a.nb;
+        const int nbv = static_cast<int>(a.N - n0 < a.nb ? a.N - n0 : a.nb);
+        const int valid = nbv * d.S;
+        __syncthreads();                        // the previous tile is stored
+        for (int i = tid; i < a.rows * lay.ld; i += nt) {
+            const int r = i / lay.ld, c = i - r * lay.ld;
+            const bool in = r < valid && c < d.D;
+            const long long g = n0 * sample + static_cast<long long>(r) * d.D + c;
+            zL[i] = in ? a.zL[g] : T(0);
+            z0[i] = in ? a.z0[g] : T(0);
+            if (!a.block_mode) zH[i] = in ? a.zH[g] : T(0);
+        }
+        __syncthreads();
+        const Tile<T> t{nbv, round_up(valid, GpuPolicy::R), lay.ld, lay.ldh, sm + lay.work, sm + lay.hidden};
+        if (a.block_mode)
+            mixer_block<T, GpuPolicy>(zL, z0, nullptr, d, w, t, a.eps, tid, nt);
+        else
+            recursion<T, GpuPolicy>(zH, zL, z0, a.steps, a.L, d, w, t, a.eps, tid, nt);
+        for (int i = tid; i < valid * d.D; i += nt) {
+            const int r = i / d.D, c = i - r * d.D;
+            a.oL[n0 * sample + i] = zL[r * lay.ld + c];
+            if (!a.block_mode) a.oH[n0 * sample + i] = zH[r * lay.ld + c];
+        }
+    }
+}
+
+}  // namespace rtm
