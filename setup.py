@@ -25,5 +25,6 @@ setup(
     },
     entry_points={'console_scripts': [
         'rtm-summary=rtm_plugin.summary:main',
+        'rtm-imle=rtm_plugin.imle.cli:main',
     ]},
 )
