@@ -97,7 +97,6 @@ DEFAULT_RUN_REASONS = {
     'ema_rampup': (True, 'so the EMA forgets the random initial weights early in a short run'),
     'shuffle': (True, 'batches of 64 from 1000 images: reshuffle each epoch'),
     'pool_multiple': (1, 'pool = 20 x N exactly'),
-    'force_resample': (10, '30 epochs would re-match only a handful of times in a few-minute run'),
     'kimg': (150.0, 'fits the 10-minute budget on 2 cores with room to spare'),
 }
 
