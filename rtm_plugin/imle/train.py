@@ -24,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from rtm_plugin.imle import distributed as D
-from rtm_plugin.imle.checkpoint import (atomic_write_text, load_snapshot, rng_state, save_snapshot,
+from rtm_plugin.imle.checkpoint import (atomic_write_text, load_snapshot, resolve_resume, rng_state, save_snapshot,
                                         set_rng_state, snapshot_name)
 from rtm_plugin.imle.config import as_dict, config_from_dict
 from rtm_plugin.imle.features import RandomProjection, to_signed, to_uint8
@@ -198,7 +198,7 @@ class Trainer:
         return path
 
     def _restore(self, path):
-        data = load_snapshot(path)
+        data = load_snapshot(resolve_resume(path))
         state = data.get('rs_imle')
         if state is None:
             raise ValueError(f'{path}: a generator pickle without RS-IMLE training state; cannot resume from it')
