@@ -101,7 +101,7 @@ def evaluate_generator(G, reals_u8, num_samples, detector, seed, device, batch=2
 @click.option('--eval-samples', type=click.IntRange(min=0), default=10000, help='Samples for the final metrics (0 = skip)')
 @click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; none with --data]")
 @click.option('--device', default='cpu', help='torch device')
-@click.option('--threads', type=click.IntRange(min=1), help='torch CPU threads [torch default]')
+@click.option('--threads', type=click.IntRange(min=1), help='torch CPU threads [1 in the default run, else torch default]')
 @click.option('--no-progress', is_flag=True, help='No tqdm progress bar')
 def main(data, outdir, resume, perceptual, lpips_vgg, lpips_lin, snap_kimg, grid_kimg, eval_samples, detector,
          device, threads, no_progress, num_images, skip_bad, map_, **options):
@@ -113,6 +113,8 @@ def main(data, outdir, resume, perceptual, lpips_vgg, lpips_lin, snap_kimg, grid
     rtm-imle --data faces.zip --resolution 256  # official few-shot settings on your data
     torchrun --nproc_per_node=2 -m rtm_plugin.imle --data faces.zip   # DDP
     """
+    if threads is None and data is None and resume is None and device == 'cpu':
+        threads = 1     # 16-px convolutions barely split; one thread also never stalls when other work shares the CPU
     if threads:
         torch.set_num_threads(threads)
     options['map'] = map_
