@@ -27,5 +27,6 @@ setup(
         'rtm-eval=rtm_plugin.metrics.cli:main',
         'rtm-summary=rtm_plugin.summary:main',
         'rtm-patch=rtm_plugin.patching.cli:main',
+        'rtm-imle=rtm_plugin.imle.cli:main',
     ]},
 )

@@ -1,0 +1,21 @@
+"""Image grids as PNG, written atomically."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from rtm_plugin.imle.checkpoint import atomic_write_bytes
+
+def save_grid(path, images_u8, cols):
+    """uint8 [N, C, H, W] (C = 1 or 3) -> one PNG, `cols` images per row."""
+    x = np.asarray(images_u8)
+    n, c, h, w = x.shape
+    rows = -(-n // cols)
+    canvas = np.zeros([rows * h, cols * w, c], dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, k * w:(k + 1) * w] = x[i].transpose(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray(canvas[..., 0] if c == 1 else canvas).save(buf, format='PNG')
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,296 @@
+"""The RS-IMLE training loop (Vashist et al., ECCV 2024, after the official SerChirag/rs-imle train.py).
+
+Every `force_resample` epochs: draw a pool of ceil(force_factor * N) latents, render it with the current
+generator, drop pool samples within eps of any data point, give each data point the latent of its nearest
+surviving sample plus 0.001 * N(0, I). Between re-matches: minimise LPIPS + 0.1 MSE between G(latent_i) and
+x_i with AdamW, keeping an EMA of G.
+
+Everything random is drawn from generators seeded by (seed, purpose, counter), never from a global stream,
+so a run resumed from any snapshot takes exactly the steps the uninterrupted run takes, and K processes
+(torchrun) draw the same pool, order and noise as one.
+"""
+
+import copy
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from rtm_plugin.imle import distributed as D
+from rtm_plugin.imle.checkpoint import (atomic_write_text, load_snapshot, resolve_resume, rng_state, save_snapshot,
+                                        set_rng_state, snapshot_name)
+from rtm_plugin.imle.config import as_dict, config_from_dict
+from rtm_plugin.imle.features import RandomProjection, to_signed, to_uint8
+from rtm_plugin.imle.generator import IMLEGenerator, NoDiscriminator
+from rtm_plugin.imle.matching import NO_MATCH, match_shard, merge_matches, pool_size
+from rtm_plugin.imle.perceptual import ReconstructionLoss, build_perceptual
+
+# Purposes of the seeded random streams.
+ORDER, POOL, PERTURB, INIT, GRID, PROJECTION, EVAL = range(1, 8)
+
+def seeded(seed, purpose, counter=0):
+    state = np.random.SeedSequence([int(seed), purpose, int(counter)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+def build_generator(cfg):
+    if cfg.map == 'rtm':
+        mapping_kwargs = dict(H=cfg.rtm_h, L=cfg.rtm_l, tokens=cfg.rtm_tokens, token_dim=cfg.rtm_dim, block=cfg.rtm_block)
+    else:
+        mapping_kwargs = dict(num_layers=cfg.mlp_layers)
+    decoder_kwargs = {'fewshot': dict(width=cfg.width, bottleneck=cfg.bottleneck, blocks=cfg.dec_blocks),
+                      'convnext': dict(width=cfg.width)}.get(cfg.decoder, {})
+    return IMLEGenerator(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
+                         map=cfg.map, mapping_kwargs=mapping_kwargs, decoder=cfg.decoder, decoder_kwargs=decoder_kwargs)
+
+def learning_rate(cfg, step, num_images):
+    """Linear warm-up over warmup_iters steps, then StepLR by completed epochs (as the official scheduler)."""
+    warm = min(1.0, (step + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
+    epochs = step * cfg.batch // num_images
+    return cfg.lr * warm * cfg.lr_decay_gamma ** (epochs // cfg.lr_decay_epochs)
+
+@torch.no_grad()
+def generate(G, z, batch=256):
+    """Images (float, raw decoder output) for latents z, in eval mode, without tracking w_avg."""
+    was_training = G.training
+    G.eval()
+    device = next(G.parameters()).device
+    out = torch.cat([G(zz.to(device)).cpu() for zz in z.split(batch)]) if len(z) else torch.zeros(0)
+    G.train(was_training)
+    return out
+
+def dataset_fingerprint(images_u8):
+    return hashlib.sha1(np.ascontiguousarray(images_u8).tobytes()).hexdigest()
+
+@dataclass
+class RunOptions:
+    outdir: str
+    snap_kimg: float = 50.0         # snapshot every this many kimg (and at the end, and on Ctrl-C/SIGTERM)
+    grid_kimg: float = 10.0         # sample grid every this many kimg
+    tick_kimg: float = 1.0          # a metrics.jsonl line every this many kimg
+    device: str = 'cpu'
+    perceptual: str = 'auto'
+    lpips_vgg: str = None
+    lpips_lin: str = None
+    progress: bool = True
+    grid_size: int = 8              # the grid is grid_size x grid_size samples
+    training_set_kwargs: dict = None
+
+class Trainer:
+    def __init__(self, cfg, images_u8, opts, resume=None, log=print):
+        self.cfg, self.opts, self.log = cfg, opts, log
+        self.device = torch.device(opts.device)
+        self.rank, self.world = D.init_from_env(self.device)
+        if cfg.batch % self.world:
+            raise ValueError(f'batch {cfg.batch} must be divisible by the number of processes ({self.world})')
+        self.images = torch.as_tensor(np.ascontiguousarray(images_u8))
+        if self.images.ndim != 4 or self.images.shape[1] != 3 or self.images.dtype != torch.uint8:
+            raise ValueError(f'expected uint8 images [N, 3, R, R], got {self.images.dtype} {list(self.images.shape)}')
+        if self.images.shape[-1] != cfg.resolution:
+            raise ValueError(f'images are {self.images.shape[-1]} px but the config says resolution={cfg.resolution}')
+        self.num = len(self.images)
+        self.fingerprint = dataset_fingerprint(images_u8)
+        self.stop_requested = False
+
+        torch.manual_seed(cfg.seed)
+        self.G = build_generator(cfg).to(self.device).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                     weight_decay=cfg.weight_decay)
+        self.latents = torch.randn([self.num, cfg.z_dim], generator=seeded(cfg.seed, INIT))
+        self.step, self.matched_round = 0, -1
+        if resume is not None:
+            self._restore(resume)
+        self.G_train = (DistributedDataParallel(self.G) if self.world > 1 else self.G)
+
+        perceptual, self.loss_name = build_perceptual(opts.perceptual, opts.lpips_vgg, opts.lpips_lin,
+                                                      log=self.log if self.rank == 0 else (lambda m: None))
+        self.loss_fn = ReconstructionLoss(perceptual, cfg.lpips_coef, cfg.l2_coef).to(self.device)
+        self.projection = RandomProjection(self.images.shape[1:], cfg.proj_dim, seed=int(
+            torch.randint(2**31, [1], generator=seeded(cfg.seed, PROJECTION))))
+        own = self.images[D.shard(self.num, self.rank, self.world)]
+        self.data_features = D.all_gather_cat(self.projection(to_signed(own)).to(self.device))
+        self.pool = pool_size(self.num, cfg.force_factor, cfg.pool_multiple)
+        self.total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
+        self._order_cache = {}
+
+    # ------------------------------------------------------------------ schedule and order
+    def match_round(self, step):
+        return step * self.cfg.batch // (self.num * self.cfg.force_resample)
+
+    def epoch_order(self, epoch):
+        if epoch not in self._order_cache:
+            self._order_cache = {epoch: torch.randperm(self.num, generator=seeded(self.cfg.seed, ORDER, epoch))
+                                 if self.cfg.shuffle else torch.arange(self.num)}
+        return self._order_cache[epoch]
+
+    def batch_indices(self, step):
+        """The global batch of `step`: positions step*B ... in the endless stream of epoch orders."""
+        positions = torch.arange(step * self.cfg.batch, (step + 1) * self.cfg.batch)
+        epochs = positions // self.num
+        return torch.cat([self.epoch_order(int(e))[positions[epochs == e] % self.num] for e in epochs.unique()])
+
+    # ------------------------------------------------------------------ RS-IMLE matching
+    def rematch(self, round_index):
+        t0 = time.time()
+        cfg = self.cfg
+        z_pool = torch.randn([self.pool, cfg.z_dim], generator=seeded(cfg.seed, POOL, round_index))
+        own = D.shard(self.pool, self.rank, self.world)
+        feats = self.projection(generate(self.G, z_pool[own])).to(self.device)
+        m = match_shard(self.data_features, feats, cfg.eps, offset=own.start,
+                        max_elements=cfg.knn_max_elements, backend=cfg.knn_backend)
+        index, sq_dist = merge_matches(D.all_gather_stack(m.sq_dist), D.all_gather_stack(m.index))
+        index, sq_dist = index.cpu(), sq_dist.cpu()
+        rejected = int(D.all_reduce_sum(m.num_rejected, self.device))
+        noise = torch.randn([self.num, cfg.z_dim], generator=seeded(cfg.seed, PERTURB, round_index))
+        ok = index != NO_MATCH
+        self.latents[ok] = z_pool[index[ok]] + cfg.perturb * noise[ok]
+        self.matched_round = round_index
+        dist = sq_dist[ok].sqrt()
+        return dict(kind='match', step=self.step, round=round_index, pool=self.pool, rejected=rejected,
+                    rejected_frac=rejected / self.pool, unmatched=int((~ok).sum()),
+                    distinct_samples=int(index[ok].unique().numel()),
+                    mean_dist=float(dist.mean()) if len(dist) else None, seconds=time.time() - t0)
+
+    # ------------------------------------------------------------------ one optimisation step
+    def train_step(self):
+        cfg = self.cfg
+        idx = self.batch_indices(self.step).tensor_split(self.world)[self.rank]
+        x = to_signed(self.images[idx]).to(self.device)
+        z = self.latents[idx].to(self.device)
+        lr = learning_rate(cfg, self.step, self.num)
+        for group in self.opt.param_groups:
+            group['lr'] = lr
+        loss = self.loss_fn(self.G_train(z), x).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        beta = min(cfg.ema, (1 + self.step) / (10 + self.step)) if cfg.ema_rampup else cfg.ema
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.lerp_(p, 1 - beta)
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+        self.step += 1
+        return loss.detach().item(), lr
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot_dict(self):
+        cpu = lambda m: copy.deepcopy(m).cpu().eval().requires_grad_(False)
+        return dict(G=cpu(self.G), G_ema=cpu(self.G_ema), D=NoDiscriminator(), augment_pipe=None,
+                    training_set_kwargs=self.opts.training_set_kwargs,
+                    rs_imle=dict(config=as_dict(self.cfg), step=self.step, kimg=self.step * self.cfg.batch / 1000,
+                                 matched_round=self.matched_round, latents=self.latents.clone(),
+                                 optimizer=self.opt.state_dict(), rng=rng_state(), world_size=self.world,
+                                 dataset_fingerprint=self.fingerprint, num_images=self.num, loss=self.loss_name))
+
+    def save(self):
+        if self.rank != 0:
+            return None
+        path = os.path.join(self.opts.outdir, snapshot_name(self.step))
+        save_snapshot(path, self.snapshot_dict())
+        return path
+
+    def _restore(self, path):
+        data = load_snapshot(resolve_resume(path))
+        state = data.get('rs_imle')
+        if state is None:
+            raise ValueError(f'{path}: a generator pickle without RS-IMLE training state; cannot resume from it')
+        if state['dataset_fingerprint'] != self.fingerprint:
+            raise ValueError(f'{path}: was trained on different data ({state["num_images"]} images, other content)')
+        saved = config_from_dict(state['config'])
+        if {**as_dict(saved), 'kimg': 0} != {**as_dict(self.cfg), 'kimg': 0}:
+            diff = {k: (v, as_dict(self.cfg)[k]) for k, v in as_dict(saved).items()
+                    if k != 'kimg' and as_dict(self.cfg)[k] != v}
+            raise ValueError(f'{path}: settings differ from the snapshot (snapshot, now): {diff}')
+        self.G.load_state_dict(data['G'].state_dict())
+        self.G_ema.load_state_dict(data['G_ema'].state_dict())
+        self.opt.load_state_dict(state['optimizer'])
+        self.latents = state['latents'].clone()
+        self.step, self.matched_round = state['step'], state['matched_round']
+        set_rng_state(state['rng'])
+
+    # ------------------------------------------------------------------ logging helpers
+    def write_metrics(self, record):
+        if self.rank == 0:
+            with open(os.path.join(self.opts.outdir, 'metrics.jsonl'), 'a') as f:
+                f.write(json.dumps(record) + '\n')
+
+    def trim_metrics(self):
+        """On resume, drop lines logged after the snapshot (a killed run may have written them)."""
+        path = os.path.join(self.opts.outdir, 'metrics.jsonl')
+        if self.rank != 0 or not os.path.exists(path):
+            return
+        lines = [l for l in open(path) if l.strip() and json.loads(l).get('step', 0) <= self.step
+                 and json.loads(l).get('kind') != 'eval']
+        atomic_write_text(path, ''.join(lines))
+
+    def save_grid(self, name=None):
+        if self.rank != 0:
+            return
+        from rtm_plugin.imle.grid import save_grid
+        n = self.opts.grid_size
+        z = torch.randn([n * n, self.cfg.z_dim], generator=seeded(self.cfg.seed, GRID))
+        save_grid(os.path.join(self.opts.outdir, name or f'fakes{self.step:06d}.png'),
+                  to_uint8(generate(self.G_ema, z)), n)
+
+    # ------------------------------------------------------------------ the loop
+    def _on_signal(self, signum, frame):
+        self.stop_requested = True
+
+    def run(self):
+        cfg, opts = self.cfg, self.opts
+        os.makedirs(opts.outdir, exist_ok=True)
+        every = lambda kimg: max(1, round(kimg * 1000 / cfg.batch))
+        snap_every, grid_every, tick_every = every(opts.snap_kimg), every(opts.grid_kimg), every(opts.tick_kimg)
+        if self.step == 0 and self.rank == 0:
+            from rtm_plugin.imle.grid import save_grid
+            n = opts.grid_size
+            save_grid(os.path.join(opts.outdir, 'reals.png'), self.images[:n * n], n)
+            self.save_grid()
+        else:
+            self.trim_metrics()
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        from tqdm import tqdm
+        bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps), unit='step',
+                   disable=not opts.progress or self.rank != 0, dynamic_ncols=True)
+        status, losses, t_tick = 'done', [], time.time()
+        try:
+            while self.step < self.total_steps:
+                round_index = self.match_round(self.step)
+                if round_index > self.matched_round:
+                    record = self.rematch(round_index)
+                    self.write_metrics(record)
+                    bar.set_postfix_str(f'matched round {round_index}: {record["rejected_frac"]:.1%} rejected')
+                loss, lr = self.train_step()
+                losses.append(loss)
+                bar.update(1)
+                if self.step % tick_every == 0 or self.step == self.total_steps:
+                    now = time.time()
+                    self.write_metrics(dict(kind='train', step=self.step, kimg=self.step * cfg.batch / 1000,
+                                            loss=float(np.mean(losses)), lr=lr,
+                                            sec_per_step=(now - t_tick) / len(losses)))
+                    bar.set_postfix(loss=f'{np.mean(losses):.4f}')
+                    losses, t_tick = [], now
+                if self.step % grid_every == 0:
+                    self.save_grid()
+                if self.step % snap_every == 0:
+                    self.save()
+                if D.any_rank(self.stop_requested, self.device) if self.world > 1 else self.stop_requested:
+                    status = 'interrupted'
+                    break
+        finally:
+            bar.close()
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        if self.step % grid_every:
+            self.save_grid()
+        path = self.save() if (self.step % snap_every or status == 'interrupted') else \
+            os.path.join(opts.outdir, snapshot_name(self.step))
+        return status, path
