@@ -18,12 +18,13 @@ def run_steps(out_path, outdir, steps=3):
                 log=lambda m: None)
     record = t.rematch(0)
     matched = t.latents.clone()
-    t.train_step()
-    grads = {k: p.grad.clone() for k, p in t.G.named_parameters()}          # DDP's averaged gradients
-    for _ in range(steps - 1):
+    grads, lrs = [], []
+    for _ in range(steps):
         t.train_step()
+        grads.append({k: p.grad.clone() for k, p in t.G.named_parameters()})   # DDP's averaged gradients
+        lrs.append(t.opt.param_groups[0]['lr'])
     if t.rank == 0:
-        torch.save(dict(record=record, matched=matched, grads=grads, G=t.G.state_dict(), world=t.world,
+        torch.save(dict(record=record, matched=matched, grads=grads, lrs=lrs, G=t.G.state_dict(), world=t.world,
                         data_features=t.data_features), out_path)
 
 if __name__ == '__main__':
