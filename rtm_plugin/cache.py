@@ -15,8 +15,15 @@ def cache_dir(*parts, root=None):
         root = os.environ.get('RTM_CACHE_DIR') or os.path.join(os.path.expanduser('~'), '.cache', 'rtm_plugin')
     return Path(root, *parts)
 
-def atomic_write(path, write_fn):
-    """Create `path` atomically: write_fn(file_object) fills a temporary sibling, which then replaces `path`."""
+def _default_mode():
+    """What open(path, 'w') would give: 0o666 less the umask (mkstemp's files are 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+def atomic_write(path, write_fn, mode=None):
+    """Create `path` atomically: write_fn(file_object) fills a temporary sibling, which then replaces `path`.
+    The file gets permission bits `mode`, by default those a plain open() would give."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
@@ -25,9 +32,13 @@ def atomic_write(path, write_fn):
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+def atomic_write_bytes(path, data, mode=None):
+    return atomic_write(path, lambda f: f.write(data), mode)

@@ -9,26 +9,13 @@ import os
 import pickle
 import random
 import re
-import tempfile
 
 import numpy as np
 import torch
 
-SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+)\.pkl$')
+from rtm_plugin.cache import atomic_write_bytes
 
-def atomic_write_bytes(path, data):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+)\.pkl$')
 
 def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode('utf-8'))

@@ -97,6 +97,7 @@ DEFAULT_RUN_REASONS = {
     'ema_rampup': (True, 'so the EMA forgets the random initial weights early in a short run'),
     'shuffle': (True, 'batches of 64 from 1000 images: reshuffle each epoch'),
     'pool_multiple': (1, 'pool = 20 x N exactly'),
+    'force_resample': (10, 'the run is only 100 epochs; re-matching every 30 would happen 4 times'),
     'kimg': (100.0, 'fits the 10-minute budget on 2 cores with room to spare'),
 }
 

@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from rtm_plugin.imle.checkpoint import atomic_write_bytes
+from rtm_plugin.cache import atomic_write_bytes
 
 def save_grid(path, images_u8, cols):
     """uint8 [N, C, H, W] (C = 1 or 3) -> one PNG, `cols` images per row."""

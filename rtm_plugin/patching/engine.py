@@ -16,12 +16,12 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from rtm_plugin.cache import atomic_write_bytes
 from rtm_plugin.patching.spec import MARKER, AddFile, FilePatch, Insert, Target
 
 RECORD_DIR = '.rtm-patch'
@@ -212,17 +212,7 @@ def _check_writable(root: Path, paths) -> None:
         raise PatchError('nothing was changed:\n' + '\n'.join(problems))
 
 def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.rtm-tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, mode)
 
 def _write_record(root: Path, record: dict) -> None:
     atomic_write(root / RECORD_DIR / RECORD_FILE, (json.dumps(record, indent=2) + '\n').encode('utf-8'), 0o644)
