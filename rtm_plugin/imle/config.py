@@ -111,3 +111,12 @@ def config_from_dict(d):
 
 def as_dict(cfg):
     return asdict(cfg)
+
+def markdown_table():
+    """The README's settings table: each official default with its source, and the default run's changes."""
+    rows = ['| setting | few-shot default | source (SerChirag/rs-imle) | default run | why |', '|---|---|---|---|---|']
+    for name in list(OFFICIAL_SOURCES) + [k for k in DEFAULT_RUN_REASONS if k not in OFFICIAL_SOURCES]:
+        source = OFFICIAL_SOURCES[name][1] if name in OFFICIAL_SOURCES else 'ours'
+        run, why = (f'`{DEFAULT_RUN_REASONS[name][0]}`', DEFAULT_RUN_REASONS[name][1]) if name in DEFAULT_RUN_REASONS else ('', '')
+        rows.append(f'| `{name}` | `{getattr(FEWSHOT, name)}` | {source} | {run} | {why} |')
+    return '\n'.join(rows)
