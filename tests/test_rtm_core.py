@@ -149,7 +149,8 @@ def test_conditional_path(block):
     c = torch.eye(10)[:4]
     w = m(z, c)
     assert not torch.allclose(w[0], w[1])            # same z, different labels
-    torch.testing.assert_close(m(z[:1], c[:1]), w[:1])
+    # Batch 1 against batch 4: CPU attention and GEMM kernels block by batch size, so allow float32 noise.
+    torch.testing.assert_close(m(z[:1], c[:1]), w[:1], rtol=1e-4, atol=1e-5)
     label_only = RTMMappingNetwork(0, 10, 48, 5, tokens=4, token_dim=16)
     assert label_only(None, c).shape == (4, 5, 48)   # z_dim=0, as the Discriminator's mapper
 
