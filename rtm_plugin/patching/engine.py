@@ -144,10 +144,10 @@ def composed_yaml(root: Path, target: Target, change: ComposeYAML) -> bytes:
     """The bytes of a ComposeYAML file: the checkout's base (its BOM and line endings kept) with the overlays."""
     bom, crlf, text = _decode((root / change.base).read_bytes(), change.base)
     overlays = [(name, target.spec_file(change.path, name).read_text(encoding='utf-8')) for name in change.overlays]
-    header = [f'{MARKER}: written by rtm-patch from this checkout\'s {change.base}, with '
-              f'{", ".join(change.overlays)} of patches/{target.name}/ applied.']
+    header = [f'{MARKER}: written by rtm-patch: this checkout\'s {change.base},',
+              f'with the keys of {" and ".join(f"patches/{target.name}/{name}" for name in change.overlays)} set:']
     for _, overlay in overlays:
-        header += yaml_overlay.leading_comment(overlay)
+        header += ['- ' + line for line in yaml_overlay.leading_comment(overlay)]
     try:
         return _encode(bom, crlf, yaml_overlay.compose(text, overlays, header, base_name=change.base))
     except ValueError as err:
