@@ -63,6 +63,14 @@ def describe(STYLEGAN):  # pylint: disable=invalid-name
                 f'; STYLEGAN.mapping_network={STYLEGAN.mapping_network} is not used)')
     return f'mlp ({STYLEGAN.mapping_network} layers)'
 
+def share_buffers_from_rank0(module):
+    """Every rank gets rank 0's buffers (the RTM's fixed carries H_init/L_init). StudioGAN seeds each rank
+    differently and wraps G.mapping in DDP with broadcast_buffers=False, which syncs the parameters at start but
+    not the buffers: without this, each rank's mapper would start its recursion from other carries."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for buffer in module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
 def install_mapper(Gen, MODEL, STYLEGAN, logger=None):  # pylint: disable=invalid-name
     """model.py, right after G is built: with mapping_type "rtm", G.mapping becomes an RTMMappingNetwork of the
     same z_dim, c_dim, w_dim and num_ws, on the same device. Before the EMA copy, so G_ema gets one too."""
@@ -73,6 +81,7 @@ def install_mapper(Gen, MODEL, STYLEGAN, logger=None):  # pylint: disable=invali
         device = next(old.parameters()).device
         Gen.mapping = RTMMappingNetwork(z_dim=old.z_dim, c_dim=old.c_dim, w_dim=old.w_dim, num_ws=old.num_ws,
                                         **trunk_kwargs(STYLEGAN)).to(device)
+        share_buffers_from_rank0(Gen.mapping)
     if logger is not None:
         logger.info(f'Mapping network: {describe(STYLEGAN)}.')
     return Gen
