@@ -62,13 +62,7 @@ def gradfix(path):
     return FilePatch(path, [Replace(r'^from pkg_resources import parse_version$', PARSE_VERSION,
                                     why='pkg_resources is gone from current setuptools (import error)')])
 
-FID = FilePatch('src/metrics/fid.py', [
-    Replace(r'covmean, _ = (?=linalg\.sqrtm\(sigma1\.dot\(sigma2\), disp=False\))', 'covmean = ',
-            why='sqrtm returns only the root without disp'),
-    Replace(r'(?<=linalg\.sqrtm\(sigma1\.dot\(sigma2\)), disp=False\)',
-            ') # rtm-plugin: disp=False is deprecated in SciPy 1.16 and removed in 1.18',
-            why='scipy.linalg.sqrtm(disp=False) is deprecated (SciPy 1.16) and removed in 1.18'),
-])
+FID = FilePatch('src/metrics/fid.py', fixes.sqrtm_without_disp('covmean', r'linalg\.sqrtm\(sigma1\.dot\(sigma2\)'))
 
 # RTM twins of the paper's StyleGAN2 rows: the checkout's baseline YAML plus overlays from configs/ here. Where
 # StudioGAN has no unconditional ADA config, the unconditional MLP baseline is written too, so every *-RTM.yaml

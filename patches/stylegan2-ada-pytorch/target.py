@@ -116,13 +116,8 @@ CUSTOM_OPS = FilePatch('torch_utils/custom_ops.py', fixes.custom_ops_keep_loaded
 
 DNNLIB_UTIL = FilePatch('dnnlib/util.py', [fixes.distutils_strtobool()])
 
-FID = FilePatch('metrics/frechet_inception_distance.py', [
-    Replace(r's, _ = (?=scipy\.linalg\.sqrtm\(np\.dot\(sigma_gen, sigma_real\), disp=False\))', 's = ',
-            why='sqrtm returns only the root without disp'),
-    Replace(r'(?<=scipy\.linalg\.sqrtm\(np\.dot\(sigma_gen, sigma_real\)), disp=False\)',
-            ') # rtm-plugin: disp=False is deprecated in SciPy 1.16 and removed in 1.18',
-            why='scipy.linalg.sqrtm(disp=False) is deprecated (SciPy 1.16) and removed in 1.18'),
-])
+FID = FilePatch('metrics/frechet_inception_distance.py',
+                fixes.sqrtm_without_disp('s', r'scipy\.linalg\.sqrtm\(np\.dot\(sigma_gen, sigma_real\)'))
 
 TARGET = Target(
     name='stylegan2-ada-pytorch',

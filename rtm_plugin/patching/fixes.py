@@ -29,3 +29,14 @@ def custom_ops_keep_loaded_module(build_directory):
                 'pass # rtm-plugin: use the module load() returned; importing it again by name fails with pybind11 3',
                 why='get_plugin: import_module fails after a good build with pybind11 3 (torch 2.13)'),
     ]
+
+def sqrtm_without_disp(result, call):
+    """FID: `result, _ = <call>, disp=False)` -> `result = <call>)`. scipy.linalg.sqrtm(disp=False) is deprecated
+    in SciPy 1.16 and removed in 1.18. `call`: a regex of the sqrtm call up to its closing parenthesis."""
+    return [
+        Replace(rf'{result}, _ = (?={call}, disp=False\))', f'{result} = ',
+                why='sqrtm returns only the root without disp'),
+        Replace(rf'(?<={call}), disp=False\)',
+                ') # rtm-plugin: disp=False is deprecated in SciPy 1.16 and removed in 1.18',
+                why='scipy.linalg.sqrtm(disp=False) is deprecated (SciPy 1.16) and removed in 1.18'),
+    ]

@@ -28,6 +28,7 @@ def use_torchvision_or_stand_in():
 
 use_torchvision_or_stand_in()
 
+import checkouts        # pylint: disable=wrong-import-position
 import numpy as np      # pylint: disable=wrong-import-position
 import torch            # pylint: disable=wrong-import-position
 
@@ -288,19 +289,8 @@ def cmd_checkpoints():
 def cmd_custom_op():
     """get_plugin on a tiny C++ op: upstream re-imports the built module by name, which fails with pybind11 3."""
     from utils import custom_ops  # pylint: disable=import-outside-toplevel
-    os.makedirs(os.path.join(WORK, 'op'), exist_ok=True)    # its own folder: get_plugin hashes the whole folder
-    source = os.path.join(WORK, 'op', 'rtm_probe_op.cpp')
-    with open(source, 'w') as f:
-        f.write('#include <torch/extension.h>\n'
-                'torch::Tensor twice(torch::Tensor x) { return x * 2; }\n'
-                'PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("twice", &twice); }\n')
-    custom_ops.verbosity = 'none'
     custom_ops._get_mangled_gpu_name = lambda: 'cpu'  # pylint: disable=protected-access # names the build folder;
-    try:                                                # asks CUDA for the GPU's name, which a CPU machine lacks
-        module = custom_ops.get_plugin('rtm_studiogan_probe_op', sources=[source])
-        return dict(ok=bool(torch.equal(module.twice(torch.ones(3)), torch.full([3], 2.0))))
-    except Exception as err:    # pylint: disable=broad-except
-        return dict(ok=False, error=f'{type(err).__name__}: {err}')
+    return checkouts.probe_custom_ops(custom_ops, WORK, 'rtm_studiogan_probe_op')  # asks CUDA: none on CPU
 
 def cmd_fid():
     from scipy import linalg  # pylint: disable=import-outside-toplevel

@@ -8,7 +8,6 @@ there. Checkpoints go to temporary folders only.
 import importlib.util
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -16,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+import checkouts
+from checkouts import assert_reapply_is_a_no_op_and_revert_restores, patch_cli, snapshot
 from rtm_plugin.patching import engine
 from rtm_plugin.patching.engine import PatchError
 from rtm_plugin.patching.spec import ComposeYAML
 from rtm_plugin.patching.targets import load_target, resolve_target
 
-REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name('studiogan_driver.py')
 UPSTREAM = os.environ.get('RTM_STUDIOGAN_DIR')
 MAPPER_KEYS = ['STYLEGAN.mapping_type', 'STYLEGAN.rtm_block', 'STYLEGAN.rtm_h', 'STYLEGAN.rtm_l',
@@ -31,21 +31,15 @@ pytestmark = pytest.mark.skipif(not UPSTREAM, reason='set RTM_STUDIOGAN_DIR to a
                                                      '(POSTECH-CVLab, 947b35e) to run these integration tests')
 
 def copy_checkout(dst: Path) -> Path:
-    """The code and configs; not .git, docs/ and logs/ (40 MB the tests do not read)."""
-    ignore = shutil.ignore_patterns('.git', '__pycache__', 'docs', 'logs')
-    shutil.copytree(UPSTREAM, dst, ignore=ignore, symlinks=True)
-    return dst
-
-def snapshot(root: Path):
-    return {str(p.relative_to(root)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode)) if p.is_file() else None
-            for p in sorted(root.rglob('*'))}
+    """The code and configs; not docs/ and logs/ (40 MB the tests do not read)."""
+    return checkouts.copy_checkout(UPSTREAM, dst, skip=('docs', 'logs'))
 
 @pytest.fixture(scope='module')
 def work(tmp_path_factory, request):
     base = tmp_path_factory.mktemp('studiogan')
     patched = copy_checkout(base / 'patched')
     engine.apply(patched, load_target('studiogan'))
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', WANDB_MODE='disabled',
+    env = dict(os.environ, PYTHONPATH=str(checkouts.REPO), OMP_NUM_THREADS='1', WANDB_MODE='disabled',
                TORCH_EXTENSIONS_DIR=str(request.config.cache.mkdir('torch_extensions')))
     return dict(base=base, patched=patched, pristine=copy_checkout(base / 'pristine'), env=env)
 
@@ -79,11 +73,7 @@ def test_apply_check_reapply_revert_byte_identical(tmp_path):
             assert new != before[change.path][0]
     assert not (root / 'src' / 'configs' / 'rtm.yaml').exists()
 
-    patched = snapshot(root)
-    assert not engine.apply(root, target).changed
-    assert snapshot(root) == patched
-    assert engine.revert(root).changed
-    assert snapshot(root) == before
+    assert_reapply_is_a_no_op_and_revert_restores(root, target, before)
 
 def test_composed_yaml_is_the_baseline_text_plus_the_mapper_lines(work):
     configs = work['patched'] / 'src' / 'configs'
@@ -98,9 +88,7 @@ def test_composed_yaml_is_the_baseline_text_plus_the_mapper_lines(work):
 def test_cli_round_trip(tmp_path):
     root = copy_checkout(tmp_path / 'studiogan')
     before = snapshot(root)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    cli = lambda *a: subprocess.run([sys.executable, '-m', 'rtm_plugin.patching', *a, str(root)], env=env,
-                                    capture_output=True, text=True, timeout=300)
+    cli = lambda *a: patch_cli(root, *a)
     assert cli('check').stdout.splitlines()[0].endswith(': unpatched')
     result = cli('apply')
     assert result.returncode == 0 and '8 files edited, 8 added' in result.stdout
