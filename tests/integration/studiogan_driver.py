@@ -34,8 +34,6 @@ import torch            # pylint: disable=wrong-import-position
 
 LOGGER = logging.getLogger('studiogan-driver')
 LOGGER.addHandler(logging.NullHandler())
-MAPPER_KEYS = ['STYLEGAN.mapping_type', 'STYLEGAN.rtm_block', 'STYLEGAN.rtm_h', 'STYLEGAN.rtm_l',
-               'STYLEGAN.rtm_token_dim', 'STYLEGAN.rtm_tokens']
 
 # (config, its baseline) for every YAML that rtm-patch writes.
 PAIRS = [
