@@ -17,6 +17,7 @@ setup(
         'scipy',
         'scikit-learn',
         'ninja',
+        'pyyaml',
     ],
     extras_require={
         'test': ['pytest', 'prdc', 'scikit-image'],

@@ -4,6 +4,7 @@ Our own edits only: each anchor matches exactly once in the pristine file, and t
 edits call lives in rtm_plugin/integrations/stylegan2_ada*.py.
 """
 
+from rtm_plugin.patching import fixes
 from rtm_plugin.patching.spec import FilePatch, Insert, Replace, Target
 
 IMPORT_OPTIONS = 'from rtm_plugin.integrations import stylegan2_ada_options as rtm_options # rtm-plugin'
@@ -111,35 +112,12 @@ MISC = FilePatch('torch_utils/misc.py', [
             why='InfiniteSampler: Sampler.__init__(dataset) raises TypeError on torch 2.13'),
 ])
 
-CUSTOM_OPS = FilePatch('torch_utils/custom_ops.py', [
-    Replace(r'(?=torch\.utils\.cpp_extension\.load\(name=module_name, build_directory=build_dir,)', 'module = ',
-            why='keep the module load() returns (cached-build branch)'),
-    Replace(r'(?=torch\.utils\.cpp_extension\.load\(name=module_name, verbose=verbose_build, sources=sources, )',
-            'module = ', why='keep the module load() returns'),
-    Replace(r'module = importlib\.import_module\(module_name\)$',
-            'pass # rtm-plugin: use the module load() returned; importing it again by name fails with pybind11 3',
-            why='get_plugin: import_module fails after a good build with pybind11 3 (torch 2.13)'),
-])
+CUSTOM_OPS = FilePatch('torch_utils/custom_ops.py', fixes.custom_ops_keep_loaded_module('build_dir'))
 
-DNNLIB_UTIL = FilePatch('dnnlib/util.py', [
-    Replace(r'^from distutils\.util import strtobool$', why='distutils is gone in Python 3.12', text='''\
-def strtobool(val): # rtm-plugin: distutils is gone in Python 3.12; the answers of distutils.util.strtobool
-    val = val.lower()
-    if val in ('y', 'yes', 't', 'true', 'on', '1'):
-        return 1
-    if val in ('n', 'no', 'f', 'false', 'off', '0'):
-        return 0
-    raise ValueError(f'invalid truth value {val!r}')
-'''),
-])
+DNNLIB_UTIL = FilePatch('dnnlib/util.py', [fixes.distutils_strtobool()])
 
-FID = FilePatch('metrics/frechet_inception_distance.py', [
-    Replace(r's, _ = (?=scipy\.linalg\.sqrtm\(np\.dot\(sigma_gen, sigma_real\), disp=False\))', 's = ',
-            why='sqrtm returns only the root without disp'),
-    Replace(r'(?<=scipy\.linalg\.sqrtm\(np\.dot\(sigma_gen, sigma_real\)), disp=False\)',
-            ') # rtm-plugin: disp=False is deprecated in SciPy 1.16 and removed in 1.18',
-            why='scipy.linalg.sqrtm(disp=False) is deprecated (SciPy 1.16) and removed in 1.18'),
-])
+FID = FilePatch('metrics/frechet_inception_distance.py',
+                fixes.sqrtm_without_disp('s', r'scipy\.linalg\.sqrtm\(np\.dot\(sigma_gen, sigma_real\)'))
 
 TARGET = Target(
     name='stylegan2-ada-pytorch',

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from rtm_plugin.cache import atomic_write_bytes
-from rtm_plugin.patching.spec import MARKER, AddFile, FilePatch, Insert, Target
+from rtm_plugin.patching import yaml_overlay
+from rtm_plugin.patching.spec import MARKER, NEW_FILES, AddFile, ComposeYAML, FilePatch, Insert, Target
 
 RECORD_DIR = '.rtm-patch'
 RECORD_FILE = 'record.json'
@@ -107,6 +108,7 @@ class FileState:
     status: str     # unpatched | absent | patched | added | reverted | modified | foreign | mismatch | missing
     detail: str = ''
     new: Optional[bytes] = field(default=None, repr=False)      # the bytes apply would write
+    new_mode: Optional[int] = None                              # and the mode of a file it adds
 
 READY = ('unpatched', 'absent')
 DONE = ('patched', 'added')
@@ -138,11 +140,38 @@ def read_record(root: Path) -> Optional[dict]:
                          f'{RECORD_DIR}/') from None
     return record
 
+def composed_yaml(root: Path, target: Target, change: ComposeYAML) -> bytes:
+    """The bytes of a ComposeYAML file: the checkout's base (its BOM and line endings kept) with the overlays."""
+    bom, crlf, text = _decode((root / change.base).read_bytes(), change.base)
+    overlays = [(name, target.spec_file(change.path, name).read_text(encoding='utf-8')) for name in change.overlays]
+    header = [f'{MARKER}: written by rtm-patch: this checkout\'s {change.base},',
+              f'with the keys of {" and ".join(f"patches/{target.name}/{name}" for name in change.overlays)} set:']
+    for _, overlay in overlays:
+        header += ['- ' + line for line in yaml_overlay.leading_comment(overlay)]
+    try:
+        return _encode(bom, crlf, yaml_overlay.compose(text, overlays, header, base_name=change.base))
+    except ValueError as err:
+        raise PatchError(f'{change.path}: {err}') from None
+
+def _new_file_state(root: Path, target: Target, change) -> FileState:
+    """The file an AddFile or ComposeYAML would create, with its mode (a composed file takes its base's)."""
+    if isinstance(change, AddFile):
+        source = target.source_path(change)
+        return FileState(change.path, 'absent', new=source.read_bytes(), new_mode=stat.S_IMODE(source.stat().st_mode))
+    base = root / change.base
+    if not base.is_file():
+        return FileState(change.path, 'missing', f'its base {change.base} is not in the checkout')
+    try:
+        new = composed_yaml(root, target, change)
+    except PatchError as err:
+        return FileState(change.path, 'mismatch', str(err).replace(f'{change.path}: ', ''))
+    return FileState(change.path, 'absent', new=new, new_mode=stat.S_IMODE(base.stat().st_mode))
+
 def _state_of(root: Path, target: Target, change, entry: Optional[dict]) -> FileState:
     path = root / change.path
-    if isinstance(change, AddFile):
+    if isinstance(change, NEW_FILES):
         if not path.exists():
-            return FileState(change.path, 'absent', new=target.source_path(change).read_bytes())
+            return _new_file_state(root, target, change)
         if path.is_file() and entry is not None and _sha(path.read_bytes()) == entry['patched_sha256']:
             return FileState(change.path, 'added')
         if entry is not None:
@@ -291,9 +320,8 @@ def apply(root, target: Target) -> Outcome:
     try:
         for f in report.files:
             path = root / f.path
-            if isinstance(changes[f.path], AddFile):
-                mode = stat.S_IMODE(target.source_path(changes[f.path]).stat().st_mode)
-                record['files'][f.path] = dict(op='add', patched_sha256=_sha(f.new), mode=mode)
+            if isinstance(changes[f.path], NEW_FILES):
+                record['files'][f.path] = dict(op='add', patched_sha256=_sha(f.new), mode=f.new_mode)
                 continue
             original = path.read_bytes()
             backup = root / RECORD_DIR / 'originals' / f.path

@@ -95,7 +95,26 @@ class AddFile:
         _check_path(self.path)
         _check_path(self.source)
 
-Change = Union[FilePatch, AddFile]
+@dataclass(frozen=True)
+class ComposeYAML:
+    """A new YAML file: the checkout's `base` YAML with the keys of each overlay (files in the target's folder)
+    set, in order (rtm_plugin.patching.yaml_overlay). No upstream text is stored: it is read at apply time."""
+    path: str
+    base: str
+    overlays: Tuple[str, ...]
+    why: str = ''
+
+    def __post_init__(self):
+        _check_path(self.path)
+        _check_path(self.base)
+        object.__setattr__(self, 'overlays', tuple(self.overlays))
+        if not self.overlays:
+            raise SpecError(f'{self.path}: a ComposeYAML needs at least one overlay')
+        for overlay in self.overlays:
+            _check_path(overlay)
+
+Change = Union[FilePatch, AddFile, ComposeYAML]
+NEW_FILES = (AddFile, ComposeYAML)          # changes that create a file rather than edit one
 
 @dataclass(frozen=True)
 class Target:
@@ -116,16 +135,21 @@ class Target:
             _check_path(path)
         seen = set()
         for change in self.changes:
-            if not isinstance(change, (FilePatch, AddFile)):
-                raise SpecError(f'target {self.name}: changes must be FilePatch or AddFile, got {type(change).__name__}')
+            if not isinstance(change, (FilePatch, *NEW_FILES)):
+                raise SpecError(f'target {self.name}: changes must be FilePatch, AddFile or ComposeYAML, got '
+                                f'{type(change).__name__}')
             if change.path in seen:
                 raise SpecError(f'target {self.name}: {change.path} is changed twice; merge its edits')
             seen.add(change.path)
 
     def source_path(self, add: AddFile) -> Path:
+        return self.spec_file(add.path, add.source)
+
+    def spec_file(self, path: str, source: str) -> Path:
+        """A file shipped in the target's folder (an AddFile's source, a ComposeYAML's overlay)."""
         if self.home is None:
-            raise SpecError(f'target {self.name}: AddFile {add.path} needs the spec folder (Target.home)')
-        return self.home / add.source
+            raise SpecError(f'target {self.name}: {path} needs the spec folder (Target.home)')
+        return self.home / source
 
     def digest(self) -> str:
         """Identifies this version of the spec, so a checkout patched by another version is recognised."""
@@ -133,4 +157,7 @@ class Target:
         for change in self.changes:
             if isinstance(change, AddFile):
                 h.update(self.source_path(change).read_bytes())
+            elif isinstance(change, ComposeYAML):
+                for overlay in change.overlays:
+                    h.update(self.spec_file(change.path, overlay).read_bytes())
         return h.hexdigest()

@@ -25,6 +25,7 @@ if '--block-plugin' in sys.argv:
     sys.meta_path.insert(0, BlockPlugin())
 sys.path.insert(0, os.getcwd())    # the checkout's top-level packages (dnnlib, training, torch_utils, ...)
 
+import checkouts       # pylint: disable=wrong-import-position
 import numpy as np     # pylint: disable=wrong-import-position
 import torch           # pylint: disable=wrong-import-position
 
@@ -227,18 +228,7 @@ def cmd_metric(work):
 def cmd_custom_op(work):
     """get_plugin on a tiny C++ op: upstream re-imports the built module by name, which fails with pybind11 3."""
     from torch_utils import custom_ops
-    os.makedirs(os.path.join(work, 'op'), exist_ok=True)   # its own folder: get_plugin hashes the whole folder
-    source = os.path.join(work, 'op', 'rtm_probe_op.cpp')
-    with open(source, 'w') as f:
-        f.write('#include <torch/extension.h>\n'
-                'torch::Tensor twice(torch::Tensor x) { return x * 2; }\n'
-                'PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("twice", &twice); }\n')
-    custom_ops.verbosity = 'none'
-    try:
-        module = custom_ops.get_plugin('rtm_sg2ada_probe_op', sources=[source])
-        return dict(ok=bool(torch.equal(module.twice(torch.ones(3)), torch.full([3], 2.0))))
-    except Exception as err:    # pylint: disable=broad-except
-        return dict(ok=False, error=f'{type(err).__name__}: {err}')
+    return checkouts.probe_custom_ops(custom_ops, work, 'rtm_sg2ada_probe_op')
 
 COMMANDS = dict(build=cmd_build, load=cmd_load, steps=cmd_steps, metric=cmd_metric, custom_op=cmd_custom_op)
 

@@ -17,11 +17,12 @@ import numpy as np
 import PIL.Image
 import pytest
 
+import checkouts
+from checkouts import assert_reapply_is_a_no_op_and_revert_restores, patch_cli, snapshot
 from rtm_plugin.patching import engine
 from rtm_plugin.patching.engine import BOM, PatchError
 from rtm_plugin.patching.targets import load_target, resolve_target
 
-REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name('sg2ada_driver.py')
 UPSTREAM = os.environ.get('RTM_SG2ADA_DIR')
 
@@ -29,12 +30,7 @@ pytestmark = pytest.mark.skipif(not UPSTREAM, reason='set RTM_SG2ADA_DIR to a st
                                                      '(NVlabs, d72cc7d) to run these integration tests')
 
 def copy_checkout(dst: Path) -> Path:
-    shutil.copytree(UPSTREAM, dst, ignore=shutil.ignore_patterns('.git', '__pycache__'), symlinks=True)
-    return dst
-
-def snapshot(root: Path):
-    return {str(p.relative_to(root)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode)) if p.is_file() else None
-            for p in sorted(root.rglob('*'))}
+    return checkouts.copy_checkout(UPSTREAM, dst)
 
 @pytest.fixture(scope='module')
 def work(tmp_path_factory, request):
@@ -50,7 +46,7 @@ def work(tmp_path_factory, request):
     (data / 'dataset.json').write_text(json.dumps({'labels': labels}))
     patched = copy_checkout(base / 'patched')
     engine.apply(patched, load_target('stylegan2-ada-pytorch'))
-    env = dict(os.environ, PYTHONPATH=str(REPO), DNNLIB_CACHE_DIR=str(base / 'dnnlib-cache'),
+    env = dict(os.environ, PYTHONPATH=str(checkouts.REPO), DNNLIB_CACHE_DIR=str(base / 'dnnlib-cache'),
                TORCH_EXTENSIONS_DIR=str(request.config.cache.mkdir('torch_extensions')))
     return dict(base=base, data=data, patched=patched, pristine=copy_checkout(base / 'pristine'), env=env)
 
@@ -90,18 +86,12 @@ def test_apply_check_reapply_revert_byte_identical(tmp_path):
         assert stat.S_IMODE((root / change.path).stat().st_mode) == old[1]
     assert (root / 'training' / 'networks.py').read_bytes().startswith(BOM)
 
-    patched = snapshot(root)
-    assert not engine.apply(root, target).changed
-    assert snapshot(root) == patched
-    assert engine.revert(root).changed
-    assert snapshot(root) == before
+    assert_reapply_is_a_no_op_and_revert_restores(root, target, before)
 
 def test_cli_round_trip(tmp_path):
     root = copy_checkout(tmp_path / 'sg2')
     before = snapshot(root)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    cli = lambda *a: subprocess.run([sys.executable, '-m', 'rtm_plugin.patching', *a, str(root)], env=env,
-                                    capture_output=True, text=True, timeout=300)
+    cli = lambda *a: patch_cli(root, *a)
     assert cli('check').stdout.splitlines()[0].endswith(': unpatched')
     assert cli('apply', '--target', 'stylegan2-ada-pytorch').returncode == 0
     result = cli('check', '-v')

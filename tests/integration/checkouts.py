@@ -1,0 +1,54 @@
+"""Shared by the integration tests on real upstream checkouts and by their drivers: temporary copies, byte
+snapshots, the rtm-patch CLI, and a tiny C++ op for the custom-op loaders that NVIDIA's repositories pass on."""
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+def copy_checkout(src, dst: Path, skip=()) -> Path:
+    """A copy of the checkout at `src`, without .git, caches and the folders in `skip`."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns('.git', '__pycache__', *skip), symlinks=True)
+    return dst
+
+def snapshot(root: Path):
+    """Every file's bytes and mode, and every folder, below root."""
+    return {str(p.relative_to(root)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode)) if p.is_file() else None
+            for p in sorted(root.rglob('*'))}
+
+def assert_reapply_is_a_no_op_and_revert_restores(root: Path, target, before):
+    """On a patched checkout: apply again changes nothing, and revert gives back the `before` snapshot."""
+    from rtm_plugin.patching import engine  # pylint: disable=import-outside-toplevel
+    patched = snapshot(root)
+    assert not engine.apply(root, target).changed
+    assert snapshot(root) == patched
+    assert engine.revert(root).changed
+    assert snapshot(root) == before
+
+def patch_cli(root: Path, *args):
+    """`python -m rtm_plugin.patching ARGS ROOT` with this source tree's rtm_plugin."""
+    return subprocess.run([sys.executable, '-m', 'rtm_plugin.patching', *args, str(root)],
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
+
+PROBE_OP = ('#include <torch/extension.h>\n'
+            'torch::Tensor twice(torch::Tensor x) { return x * 2; }\n'
+            'PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("twice", &twice); }\n')
+
+def probe_custom_ops(custom_ops, work, name):
+    """custom_ops.get_plugin(name) on a tiny C++ op in WORK/op: dict(ok=True), or ok=False and the error. Upstream
+    re-imports the built module by name, which fails with pybind11 3."""
+    import torch  # pylint: disable=import-outside-toplevel
+    os.makedirs(os.path.join(work, 'op'), exist_ok=True)    # its own folder: get_plugin hashes the whole folder
+    source = os.path.join(work, 'op', 'rtm_probe_op.cpp')
+    with open(source, 'w') as f:
+        f.write(PROBE_OP)
+    custom_ops.verbosity = 'none'
+    try:
+        module = custom_ops.get_plugin(name, sources=[source])
+        return dict(ok=bool(torch.equal(module.twice(torch.ones(3)), torch.full([3], 2.0))))
+    except Exception as err:    # pylint: disable=broad-except
+        return dict(ok=False, error=f'{type(err).__name__}: {err}')
