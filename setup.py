@@ -20,7 +20,7 @@ setup(
         'pyyaml',
     ],
     extras_require={
-        'test': ['pytest', 'prdc', 'scikit-image'],
+        'test': ['pytest', 'prdc', 'scikit-image', 'faiss-cpu'],
         'faiss': ['faiss-cpu'],
         'video': ['imageio', 'imageio-ffmpeg'],
     },
