@@ -17,6 +17,7 @@ setup(
         'scipy',
         'scikit-learn',
         'ninja',
+        'matplotlib',
     ],
     extras_require={
         'test': ['pytest', 'prdc', 'scikit-image'],
@@ -28,5 +29,6 @@ setup(
         'rtm-summary=rtm_plugin.summary:main',
         'rtm-patch=rtm_plugin.patching.cli:main',
         'rtm-imle=rtm_plugin.imle.cli:main',
+        'rtm-analyze=rtm_plugin.analysis.cli:main',
     ]},
 )
