@@ -21,9 +21,19 @@ def markdown_table(rows, columns):
     lines += ['| ' + ' | '.join(format_value(row.get(c)) for c in columns) + ' |' for row in rows]
     return '\n'.join(lines) + '\n'
 
-def write_text(path, text):
-    atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+def readable(path):
+    """The usual 0666 & ~umask mode: atomic writes start from mkstemp's owner-only 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     return str(path)
+
+def write_bytes(path, data):
+    atomic_write(path, lambda f: f.write(data))
+    return readable(path)
+
+def write_text(path, text):
+    return write_bytes(path, text.encode('utf-8'))
 
 def write_table(outdir, name, rows, columns, title=None, notes=()):
     """<outdir>/<name>.md (title, table, notes) and <outdir>/<name>.csv (full precision). Returns both paths."""
@@ -54,5 +64,4 @@ def save_figure(fig, path, dpi=80):
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=dpi)
     plt.close(fig)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return str(path)
+    return write_bytes(path, buf.getvalue())

@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rtm_plugin.cache import atomic_write
+from rtm_plugin.analysis.output import readable, write_bytes
 
 BACKGROUND = 255
 TEXT_HEIGHT = 14
@@ -64,8 +64,7 @@ def vstack(arrays, gap=8):
 def save_png(path, array):
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format='PNG', optimize=True)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return str(path)
+    return write_bytes(path, buf.getvalue())
 
 def save_gif(path, frames, frame_ms=400, last_ms=1500):
     """An endlessly looping GIF of HWC frames (one size); the last frame stays on screen for last_ms."""
@@ -74,8 +73,7 @@ def save_gif(path, frames, frame_ms=400, last_ms=1500):
     buf = io.BytesIO()
     images[0].save(buf, format='GIF', save_all=True, append_images=images[1:], duration=durations, loop=0,
                    optimize=False, disposal=1)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return str(path)
+    return write_bytes(path, buf.getvalue())
 
 def save_mp4(path, frames, fps=2.5, last_repeat=4):
     """An H.264 MP4 through imageio-ffmpeg's bundled ffmpeg; None when imageio-ffmpeg is not installed.
@@ -88,6 +86,7 @@ def save_mp4(path, frames, fps=2.5, last_repeat=4):
     h, w, _ = frames[0].shape
     frames = [pad_to(f, height=-(-h // 16) * 16, width=-(-w // 16) * 16) for f in frames]
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.mp4')
     os.close(fd)
     try:
@@ -99,6 +98,7 @@ def save_mp4(path, frames, fps=2.5, last_repeat=4):
             writer.send(np.ascontiguousarray(f))
         writer.close()
         os.replace(tmp, path)
+        readable(path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
