@@ -43,23 +43,21 @@ def label(array, text, width=None):
     ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
     return np.concatenate([np.asarray(band), array])
 
-def hstack(arrays, gap=8):
-    height = max(a.shape[0] for a in arrays)
+def stack(arrays, axis, gap=8):
+    """HWC arrays side by side (axis=1) or one above the other (axis=0), padded to one size across, with gaps."""
+    across = max(a.shape[1 - axis] for a in arrays)
     parts = []
     for i, a in enumerate(arrays):
-        parts.append(pad_to(a, height=height))
+        parts.append(pad_to(a, **{('width' if axis == 0 else 'height'): across}))
         if i < len(arrays) - 1:
-            parts.append(np.full([height, gap, 3], BACKGROUND, dtype=np.uint8))
-    return np.concatenate(parts, axis=1)
+            parts.append(np.full([gap, across, 3] if axis == 0 else [across, gap, 3], BACKGROUND, dtype=np.uint8))
+    return np.concatenate(parts, axis=axis)
+
+def hstack(arrays, gap=8):
+    return stack(arrays, 1, gap)
 
 def vstack(arrays, gap=8):
-    width = max(a.shape[1] for a in arrays)
-    parts = []
-    for i, a in enumerate(arrays):
-        parts.append(pad_to(a, width=width))
-        if i < len(arrays) - 1:
-            parts.append(np.full([gap, width, 3], BACKGROUND, dtype=np.uint8))
-    return np.concatenate(parts, axis=0)
+    return stack(arrays, 0, gap)
 
 def save_png(path, array):
     buf = io.BytesIO()
