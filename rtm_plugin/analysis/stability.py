@@ -38,8 +38,8 @@ def plot_stability(rows, path, trained_h, label):
     fig, axes = figure(1, 2, size=(4.2, 3.0))
     steps = [r['step'] for r in rows]
     ax = axes[0, 0]
-    ax.semilogy(steps, [r['mean_step'] for r in rows], 'o-', ms=3, label='mean ||w_h - w_{h-1}||')
-    ax.semilogy(steps, [r['mean_rel_step'] for r in rows], 's-', ms=3, label='mean relative')
+    ax.semilogy(steps, [r['mean_step'] for r in rows], 'o-', ms=3, label=r'mean $\|w_h - w_{h-1}\|$')
+    ax.semilogy(steps, [r['mean_rel_step'] for r in rows], 's-', ms=3, label=r'mean $\|w_h - w_{h-1}\| / \|w_h\|$')
     ax.set_xlabel('outer step h')
     ax.legend(fontsize=7)
     ax = axes[0, 1]
