@@ -5,7 +5,7 @@ import io
 import json
 import os
 
-from rtm_plugin.cache import atomic_write
+from rtm_plugin.cache import atomic_write_bytes
 
 def format_value(v):
     if isinstance(v, bool) or v is None:
@@ -21,16 +21,8 @@ def markdown_table(rows, columns):
     lines += ['| ' + ' | '.join(format_value(row.get(c)) for c in columns) + ' |' for row in rows]
     return '\n'.join(lines) + '\n'
 
-def readable(path):
-    """The usual 0666 & ~umask mode: atomic writes start from mkstemp's owner-only 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    return str(path)
-
 def write_bytes(path, data):
-    atomic_write(path, lambda f: f.write(data))
-    return readable(path)
+    return str(atomic_write_bytes(path, data))
 
 def write_text(path, text):
     return write_bytes(path, text.encode('utf-8'))

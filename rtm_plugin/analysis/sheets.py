@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rtm_plugin.analysis.output import readable, write_bytes
+from rtm_plugin.analysis.output import write_bytes
 
 BACKGROUND = 255
 TEXT_HEIGHT = 14
@@ -83,21 +83,13 @@ def save_mp4(path, frames, fps=2.5, last_repeat=4):
     frames = list(frames) + [frames[-1]] * last_repeat
     h, w, _ = frames[0].shape
     frames = [pad_to(f, height=-(-h // 16) * 16, width=-(-w // 16) * 16) for f in frames]
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.mp4')
-    os.close(fd)
-    try:
-        writer = imageio_ffmpeg.write_frames(tmp, (frames[0].shape[1], frames[0].shape[0]), fps=fps,
-                                             codec='libx264', quality=8, macro_block_size=16,
-                                             output_params=['-y'])
+    with tempfile.TemporaryDirectory() as tmp:            # ffmpeg writes a file; it is then moved in atomically
+        video = os.path.join(tmp, 'video.mp4')
+        writer = imageio_ffmpeg.write_frames(video, (frames[0].shape[1], frames[0].shape[0]), fps=fps,
+                                             codec='libx264', quality=8, macro_block_size=16)
         writer.send(None)
         for f in frames:
             writer.send(np.ascontiguousarray(f))
         writer.close()
-        os.replace(tmp, path)
-        readable(path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return str(path)
+        with open(video, 'rb') as f:
+            return write_bytes(path, f.read())
