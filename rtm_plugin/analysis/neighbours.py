@@ -31,7 +31,8 @@ def neighbour_sheet(queries_u8, results, scale):
 @click.command('nn')
 @click.option('--baseline', required=True, help='Baseline (MLP) generator')
 @click.option('--rtm', 'rtm_path', required=True, help='RTM generator')
-@click.option('--real', type=click.Path(exists=True), help='Query images (folder, zip, .npy) [the training set]')
+@click.option('--real', type=click.Path(exists=True), help='Query images (folder, zip, .npy) [the training set]; '
+              'a random subset of the first 1000 is queried')
 @click.option('--queries', type=click.IntRange(min=1), default=8, show_default=True)
 @click.option('--pool', type=click.IntRange(min=1), default=5000, show_default=True, help='Samples per generator')
 @click.option('--k', type=click.IntRange(min=1), default=5, show_default=True)
@@ -45,10 +46,10 @@ def command(baseline, rtm_path, real, queries, pool, k, detector, scale, outdir,
     net, first = open_view(baseline, device)
     try:
         detector = load_detector(default_detector(net, detector), device=device)
-        reals = real_images(net, real, None if real else queries)
+        reals = torch.as_tensor(np.asarray(real_images(net, real, max(queries, 1000))))
     except ValueError as e:
         raise click.ClickException(str(e))
-    reals = torch.as_tensor(np.asarray(reals[:queries]))
+    reals = reals[torch.randperm(len(reals), generator=torch.Generator().manual_seed(seed))[:queries]]
     query_feats = detector.features(reals)
     results, rows = [], []
     for view in (first, open_view(rtm_path, device)[1]):
