@@ -18,6 +18,7 @@ setup(
         'scikit-learn',
         'ninja',
         'pyyaml',
+        'matplotlib',
     ],
     extras_require={
         'test': ['pytest', 'prdc', 'scikit-image', 'faiss-cpu'],
@@ -29,5 +30,6 @@ setup(
         'rtm-summary=rtm_plugin.summary:main',
         'rtm-patch=rtm_plugin.patching.cli:main',
         'rtm-imle=rtm_plugin.imle.cli:main',
+        'rtm-analyze=rtm_plugin.analysis.cli:main',
     ]},
 )

@@ -61,7 +61,8 @@ class MappingNetworkBase(torch.nn.Module):
 
     def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False,
                 update_emas=None, return_trace=False, **trunk_kwargs):
-        """Extra keywords go to the trunk (RTM: H, L). With return_trace=True, returns (ws, trace)
+        """Extra keywords go to the trunk (RTM: H, L, use_fused, halt_tol, H_min; the steps each sample used
+        under halt_tol are then in self.trunk.halt_steps). With return_trace=True, returns (ws, trace)
         where trace is [steps, N, num_ws, w_dim] with the same truncation and trace[-1] equal to ws."""
         out = self.trunk(self.features(z, c), return_trace=return_trace, **trunk_kwargs)
         x, trace = out if return_trace else (out, None)

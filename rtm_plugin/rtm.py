@@ -208,9 +208,9 @@ class RecursiveTokenMapper(torch.nn.Module):
     def read(self, z_H):
         return self.readout(z_H.flatten(1))
 
-    def forward(self, x, H=None, L=None, return_trace=False, use_fused=None):
+    def forward(self, x, H=None, L=None, return_trace=False, use_fused=None, halt_tol=None, H_min=1):
         """Returns w, or (w, trace) where trace[h] is the w read out after outer step h+1 (trace[-1] == w).
-        use_fused overrides the constructor's choice for this call."""
+        use_fused overrides the constructor's choice for this call. halt_tol (inference only): see halt()."""
         H = self.H if H is None else check_positive_int('H', H)
         L = self.L if L is None else check_positive_int('L', L)
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.in_features:
@@ -220,6 +220,10 @@ class RecursiveTokenMapper(torch.nn.Module):
         z_H = self.H_init.expand_as(z0)
         z_L = self.L_init.expand_as(z0)
         f = self.block_fn(z0, use_fused)
+        if halt_tol is not None:
+            if return_trace:
+                raise ValueError('return_trace and halt_tol cannot be combined')
+            return self.halt(z0, z_H, z_L, f, H, L, halt_tol, H_min)
         trace = []
         with torch.no_grad():                                   # H-1 steps build no graph
             if f is not self.block and not return_trace:        # fused: all of them in one op call
@@ -233,6 +237,36 @@ class RecursiveTokenMapper(torch.nn.Module):
         w = self.read(z_H)
         if return_trace:
             return w, torch.stack(trace + [w.detach()])
+        return w
+
+    @torch.no_grad()
+    def halt(self, z0, z_H, z_L, f, H_max, L, tol, H_min):
+        """Adaptive halting: each sample stops after the first step h >= H_min whose relative change
+        ||w_h - w_{h-1}|| / ||w_h|| is below tol (w_0 = the read-out of H_init), and after H_max at the latest.
+        Finished rows are frozen: later steps compute only the active rows. Builds no graph.
+        Records the steps each sample used in self.halt_steps (LongTensor [N])."""
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+            raise ValueError(f'halt_tol must be a non-negative number, got {tol!r}')
+        if check_positive_int('H_min', H_min) > H_max:
+            raise ValueError(f'H_min ({H_min}) must not exceed H ({H_max})')
+        z_H, z_L = z_H.contiguous(), z_L.contiguous()
+        w = self.read(z_H)
+        steps = torch.zeros(len(z0), dtype=torch.long, device=z0.device)
+        active = torch.arange(len(z0), device=z0.device)
+        rows = lambda t: t.index_select(0, active)  # index_select/index_copy_: t[idx] is slow on busy threads
+        for h in range(1, H_max + 1):
+            z_H_a, z_L_a = self.step(rows(z_H), rows(z_L), rows(z0), L, f)
+            w_new = self.read(z_H_a)
+            change = (w_new - rows(w)).norm(dim=1) / w_new.norm(dim=1).clamp_min(1e-12)
+            z_H.index_copy_(0, active, z_H_a.to(z_H.dtype))
+            z_L.index_copy_(0, active, z_L_a.to(z_L.dtype))
+            w.index_copy_(0, active, w_new)
+            steps.index_fill_(0, active, h)
+            if h >= H_min:
+                active = active.masked_select(change >= tol)
+            if len(active) == 0:
+                break
+        self.halt_steps = steps
         return w
 
     def extra_repr(self):

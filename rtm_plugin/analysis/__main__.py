@@ -1,0 +1,3 @@
+from rtm_plugin.analysis.cli import main
+
+main()  # pylint: disable=no-value-for-parameter

@@ -1,0 +1,79 @@
+"""One loader for every generator the analysis tools accept: an RS-IMLE snapshot (rtm-imle's
+network-snapshot-*.pkl, or its run folder: the latest snapshot) and a StyleGAN2-ADA network pickle.
+
+Both are pickled dicts with the EMA generator under 'G_ema'. RS-IMLE snapshots pickle rtm_plugin's classes by
+reference and load with plain pickle. StyleGAN2-ADA pickles need the upstream checkout importable (dnnlib,
+torch_utils): set RTM_SG2ADA_DIR to it and they load through its legacy.load_network_pkl, as generate.py does.
+"""
+
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtm_plugin.imle.checkpoint import load_snapshot, resolve_resume
+
+UPSTREAM_MODULES = ('dnnlib', 'torch_utils', 'training', 'legacy')
+
+@dataclass
+class Network:
+    G: object                       # the EMA generator, eval mode, no grad
+    path: str
+    training_set_kwargs: dict       # {} when the pickle has none
+
+def load_sg2ada_pickle(path):
+    """A StyleGAN2-ADA pickle through the checkout named by RTM_SG2ADA_DIR (added to sys.path)."""
+    upstream = os.environ.get('RTM_SG2ADA_DIR')
+    if not upstream:
+        raise ValueError(f'{path} is a StyleGAN2-ADA pickle: set RTM_SG2ADA_DIR to a stylegan2-ada-pytorch checkout '
+                         '(patched or not) to load it')
+    if upstream not in sys.path:
+        sys.path.insert(0, upstream)
+    import legacy                   # pylint: disable=import-outside-toplevel,import-error
+    with open(path, 'rb') as f:
+        return legacy.load_network_pkl(f)
+
+def load_network(path, device='cpu'):
+    """The Network at `path` (a .pkl or an rtm-imle run folder), its generator on `device`."""
+    path = resolve_resume(path)
+    try:
+        data = load_snapshot(path)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split('.')[0] not in UPSTREAM_MODULES:
+            raise
+        data = load_sg2ada_pickle(path)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f'{path}: not a network pickle ({e})') from None
+    if not isinstance(data, dict) or data.get('G_ema') is None:
+        raise ValueError(f'{path}: no G_ema in this pickle')
+    G = data['G_ema'].to(device).eval().requires_grad_(False)
+    return Network(G=G, path=path, training_set_kwargs=dict(data.get('training_set_kwargs') or {}))
+
+def is_stacked_digits(net):
+    return net.training_set_kwargs.get('name') == 'stacked_digits'
+
+def real_images(net, real=None, num=10000):
+    """uint8 [N, 3, R, R] reals for the metrics: `real` (folder, zip or .npy) when given, else the training set
+    the snapshot names. Stacked Digits: a fresh draw with seed + 1, the reals rtm-imle's final metrics use."""
+    if real is not None:
+        from rtm_plugin.metrics.image_files import read_images
+        return np.asarray(read_images(real, num))
+    tsk = net.training_set_kwargs
+    if is_stacked_digits(net):
+        from rtm_plugin.datasets.stacked_digits import make_stacked_digits
+        return make_stacked_digits(num, int(tsk['resolution']), seed=int(tsk.get('seed', 0)) + 1)[0]
+    data = tsk.get('path')
+    if data and os.path.exists(data):
+        from rtm_plugin.imle.data import load_images
+        return load_images(data, int(tsk['resolution']) if tsk.get('resolution') else None, max_images=num).images
+    raise ValueError(f'{net.path}: its training set ({tsk or "not recorded"}) is not available here; pass --real')
+
+def default_detector(net, detector=None):
+    """The given detector, else 'digits' for Stacked-Digits runs."""
+    if detector is not None:
+        return detector
+    if is_stacked_digits(net):
+        return 'digits'
+    raise ValueError(f'{net.path} was not trained on Stacked Digits: pass --detector (inception, vgg16 or a path)')
