@@ -55,9 +55,12 @@ class RTMMappingNetwork(networks.MappingNetwork):
             parts.append(networks.normalize_2nd_moment(self.embed(c.to(torch.float32))))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False, H=None, L=None):
-        """Upstream's contract, plus H/L to override the trunk's steps for this call (None = as built)."""
-        w = self.trunk(self.trunk_input(z, c), H=H, L=L)
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False, H=None, L=None,
+                halt_tol=None, H_min=1):
+        """Upstream's contract, plus H/L to override the trunk's steps for this call (None = as built), and
+        adaptive halting at inference (halt_tol, H_min; see RecursiveTokenMapper.halt)."""
+        halting = {} if halt_tol is None else dict(halt_tol=halt_tol, H_min=H_min)
+        w = self.trunk(self.trunk_input(z, c), H=H, L=L, **halting)
         if self.w_avg_beta is not None and self.training and not skip_w_avg_update:
             self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is not None:

@@ -179,6 +179,10 @@ def cmd_steps(work):
     with torch.no_grad():
         default = G.mapping(z, c)
         override = G.mapping(z, c, H=2)
+        halt_none = G.mapping(z, c, halt_tol=0.0)                   # tol 0: every sample runs all H steps
+        halt_all = G.mapping(z, c, halt_tol=1e9, H_min=1)           # huge tol: every sample stops at H_min
+        halt_steps = G.mapping.trunk.halt_steps.tolist()
+        one_step = G.mapping(z, c, H=1)
         rtm_options.set_rtm_steps(G, 2)
         after_set = G.mapping(z, c)
         label = torch.zeros([1, G.c_dim])
@@ -190,7 +194,9 @@ def cmd_steps(work):
             expected.append((img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].numpy())
     np.save(os.path.join(work, 'steps2_seeds01.npy'), np.stack(expected))
     return dict(override_differs=not torch.equal(default, override), set_equals_override=torch.equal(after_set, override),
-                contiguous=override.is_contiguous(), shape=list(override.shape))
+                contiguous=override.is_contiguous(), shape=list(override.shape),
+                halt_tol0_is_fixed_H=torch.allclose(halt_none, default, atol=1e-5),
+                halt_huge_is_H_min=torch.allclose(halt_all, one_step, atol=1e-5), halt_steps=halt_steps)
 
 def cmd_metric(work):
     """dc50k5_full's plumbing with a local detector file: upstream's feature code, our k-NN math, vs prdc."""

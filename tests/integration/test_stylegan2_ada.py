@@ -208,6 +208,8 @@ def test_pickle_round_trip_in_patched_checkout(work, built):
     assert load['trunk_module'].startswith('_imported_module_') and load['H'] == 3
     steps = result['steps']
     assert steps['override_differs'] and steps['set_equals_override'] and steps['contiguous']
+    assert steps['halt_tol0_is_fixed_H'] and steps['halt_huge_is_H_min']          # halt_tol on the mapper itself
+    assert set(steps['halt_steps']) == {1}
     metric = result['metric']
     assert metric['registered']
     assert metric['density'] == pytest.approx(metric['prdc_density'], abs=1e-9)
