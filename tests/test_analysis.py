@@ -209,6 +209,12 @@ def test_sample_with_halting_tol_zero_equals_fixed_H_max_and_huge_tol_uses_H_min
     halted, steps = sample('--steps', 6, '--halt-tol', 1e9, '--h-min', 2)
     assert steps.read_text().split() == ['2'] * 12 and np.abs(halted.astype(int) - at_min).max() <= 1
 
+def test_halting_an_mlp_generator_is_refused_by_name(nets):
+    view = view_of(nets['mlp'])
+    z, c = view.latents(2, seed=0)
+    with pytest.raises(ValueError, match='adaptive halting needs an RTM mapper; this generator has MLP-'):
+        view.images(z, c, halt_tol=0.1)
+
 def test_halted_images_match_fixed_H_at_their_own_step_count(nets):
     view = view_of(nets['rtm'])
     z, _ = view.latents(24, seed=2)

@@ -65,8 +65,10 @@ class GeneratorView:
     # ------------------------------------------------------------------ the trunk
     def w(self, x, **trunk_kwargs):
         """One w per sample. RTM keywords: H, L, use_fused, halt_tol, H_min."""
-        if 'halt_tol' in trunk_kwargs and 'halt_tol' not in inspect.signature(self.trunk.forward).parameters:
-            raise ValueError('this pickle embeds an RTM source without adaptive halting (older than halt_tol)')
+        if 'halt_tol' in trunk_kwargs:
+            self.require_rtm('adaptive halting')
+            if 'halt_tol' not in inspect.signature(self.trunk.forward).parameters:
+                raise ValueError('this pickle embeds an RTM source without adaptive halting (older than halt_tol)')
         if self.trunk is not None:
             return self.trunk(x, **trunk_kwargs)
         if trunk_kwargs:
