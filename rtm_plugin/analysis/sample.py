@@ -1,6 +1,7 @@
 """Sample grids at a chosen inference-time H, or with adaptive halting (--halt-tol): the generation path of
 the analysis tools."""
 
+import io
 import os
 
 import click
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from rtm_plugin.analysis.options import common, echo_written, open_view
-from rtm_plugin.analysis.output import write_text
+from rtm_plugin.analysis.output import write_bytes, write_text
 from rtm_plugin.analysis.sheets import save_png, tile, upscale
 
 @click.command('sample')
@@ -39,9 +40,9 @@ def command(network, num, cols, steps, halt_tol, h_min, scale, npy, outdir, seed
         raise click.ClickException(str(e))
     paths = [save_png(os.path.join(outdir, 'samples.png'), tile(upscale(images.numpy(), scale), cols, gap=0))]
     if npy:
-        os.makedirs(outdir, exist_ok=True)
-        np.save(os.path.join(outdir, 'samples.npy'), images.numpy())
-        paths.append(os.path.join(outdir, 'samples.npy'))
+        buf = io.BytesIO()
+        np.save(buf, images.numpy())
+        paths.append(write_bytes(os.path.join(outdir, 'samples.npy'), buf.getvalue()))
     if used is not None:
         counts = torch.bincount(used)
         click.echo(f'steps used: mean {used.float().mean():.2f}, min {int(used.min())}, max {int(used.max())}; '

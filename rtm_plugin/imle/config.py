@@ -116,7 +116,8 @@ def markdown_table():
     """The README's settings table: each official default with its source, and the default run's changes."""
     rows = ['| setting | few-shot default | source (SerChirag/rs-imle) | default run | why |', '|---|---|---|---|---|']
     for name in list(OFFICIAL_SOURCES) + [k for k in DEFAULT_RUN_REASONS if k not in OFFICIAL_SOURCES]:
-        source = OFFICIAL_SOURCES[name][1] if name in OFFICIAL_SOURCES else 'ours'
-        run, why = (f'`{DEFAULT_RUN_REASONS[name][0]}`', DEFAULT_RUN_REASONS[name][1]) if name in DEFAULT_RUN_REASONS else ('', '')
+        source = OFFICIAL_SOURCES.get(name, (None, 'ours'))[1]
+        run, why = DEFAULT_RUN_REASONS.get(name, (None, ''))
+        run = '' if name not in DEFAULT_RUN_REASONS else f'`{run}`'
         rows.append(f'| `{name}` | `{getattr(FEWSHOT, name)}` | {source} | {run} | {why} |')
     return '\n'.join(rows)

@@ -49,7 +49,7 @@ def leading_comment(text):
 
 def _section_span(lines, section):
     """(header index, end index) of a top-level section; the body holds indented, blank and comment lines."""
-    starts = [i for i, line in enumerate(lines) if SECTION.match(line) and SECTION.match(line).group(1) == section]
+    starts = [i for i, m in enumerate(map(SECTION.match, lines)) if m and m.group(1) == section]
     if len(starts) > 1:
         raise ValueError(f'section {section} appears {len(starts)} times')
     if not starts:
@@ -83,9 +83,10 @@ def compose(base_text, overlays, header=(), base_name='base'):
     expected = _two_level(base_text, base_name)
     lines = base_text.splitlines()
     for name, text in overlays:
+        values = yaml.safe_load(text)
         for section, key, entry in overlay_entries(text, name):
             set_entry(lines, section, key, entry)
-            expected.setdefault(section, {})[key] = yaml.safe_load(text)[section][key]
+            expected.setdefault(section, {})[key] = values[section][key]
     result = ''.join(f'# {line}'.rstrip() + '\n' for line in header) + '\n'.join(lines) + '\n'
     if _two_level(result, 'composed') != expected:
         raise ValueError(f'composing {base_name} with {", ".join(n for n, _ in overlays)} did not give the expected '
