@@ -43,7 +43,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     a, status, _ = run(full, images, tmp_path / 'a')
     assert status == 'done' and a.step == steps and a.matched_round == a.match_round(steps - 1) > 60
     b, _, path = run(half, images, tmp_path / 'b')
-    assert b.step == steps // 2 + 1 and path.endswith('network-snapshot-000101.pkl')
+    assert b.step == steps // 2 + 1 and path.endswith('network-snapshot-000000.pkl')     # 808 images: kimg 0
     c, status, _ = run(full, images, tmp_path / 'b', resume=path)
     assert status == 'done' and c.step == steps
     assert_same_state(state_of(a), state_of(c))
@@ -64,7 +64,7 @@ def test_sigterm_saves_a_snapshot_that_resumes_exactly(tmp_path):
         return out
     t.train_step = step_then_signal
     status, path = t.run()
-    assert status == 'interrupted' and t.step == 37 and path.endswith('network-snapshot-000037.pkl')
+    assert status == 'interrupted' and t.step == 37 and path.endswith('network-snapshot-000000.pkl')
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL       # handlers restored
     c, status, _ = run(cfg, images, tmp_path / 'b', resume=str(tmp_path / 'b'))
     assert status == 'done'
@@ -87,7 +87,8 @@ def test_snapshot_contents(tmp_path):
     assert torch.equal(state['latents'], t.latents)
     G = data['G_ema']
     assert G.training is False and not any(p.requires_grad for p in G.parameters())
-    assert os.path.exists(tmp_path / 'a' / 'reals.png') and os.path.exists(tmp_path / 'a' / 'fakes000010.png')
+    for name in ('reals.png', 'fakes_init.png', 'fakes000000.png', 'training_options.json', 'stats.jsonl'):
+        assert os.path.exists(tmp_path / 'a' / name), name
 
 def test_learning_rate_schedule():
     cfg = replace(TINY, lr=1.0, warmup_iters=10, lr_decay_epochs=2, lr_decay_gamma=0.5, batch=8)
@@ -116,7 +117,7 @@ def test_cli_end_to_end_with_metrics(tmp_path):
     assert kinds[0] == 'match' and 'train' in kinds and kinds[-1] == 'eval'
     ev = lines[-1]
     assert 0 <= ev['modes'] <= 1000 and ev['fid'] > 0 and {'precision', 'recall', 'density', 'coverage'} <= set(ev)
-    assert latest_snapshot(str(run_dir)).endswith('network-snapshot-000013.pkl')
+    assert latest_snapshot(str(run_dir)).endswith('network-snapshot-000000.pkl')     # 13 steps of 16: kimg 0
     assert load_snapshot(latest_snapshot(str(run_dir)))['G_ema'].mapping.trunk.H == 2
 
 def test_cli_errors_are_usage_errors(tmp_path):

@@ -1,28 +1,41 @@
 """Snapshots like StyleGAN's network-snapshot-<kimg>.pkl: a pickled dict with 'G', 'G_ema' and 'D'
 (a stand-in, so stylegan2-ada's legacy.load_network_pkl accepts it), 'training_set_kwargs', and under
-'rs_imle' everything --resume needs (optimizer, matched latents, step, RNG states, config).
+'rs_imle' everything --resume needs (optimizer, matched latents, step, RNG states, config, the run's id and
+the run options that affect the numbers).
 
-Writes are atomic: a temp file in the same folder, fsync, os.replace. A killed run never leaves a torn file."""
+Writes are atomic: a temp file in the same folder, fsync, os.replace. A killed run never leaves a torn file,
+only (at worst) a stale temporary `.network-snapshot-*.pkl.*.tmp`, which resume deletes.
+
+Naming: new runs name snapshots by kimg, as upstream (`network-snapshot-{kimg:06d}.pkl`; two snapshots in the
+same kimg replace each other). Runs started by earlier versions named them by step; such a run keeps step
+names when resumed, so the numbers in one folder always sort in training order.
+"""
 
 import glob
+import json
 import os
 import pickle
 import random
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from rtm_plugin.cache import atomic_write_bytes
+from rtm_plugin.cache import atomic_write, atomic_write_bytes
 
 SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+)\.pkl$')
+TEMP_RE = re.compile(r'^\..+\.[a-z0-9_]{8}\.tmp$')         # rtm_plugin.cache.atomic_write's temporaries
+OPTIONS_FILE = 'training_options.json'
 
 def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode('utf-8'))
 
-def snapshot_name(step):
-    """Named by the training step, so snapshots sort in training order and never overwrite each other."""
-    return f'network-snapshot-{step:06d}.pkl'
+def snapshot_name(step, batch=None, unit='kimg'):
+    """kimg = images seen // 1000 (upstream's name); unit='step' names by step (runs of earlier versions)."""
+    if unit == 'step' or batch is None:
+        return f'network-snapshot-{step:06d}.pkl'
+    return f'network-snapshot-{step * batch // 1000:06d}.pkl'
 
 def rng_state():
     return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
@@ -33,24 +46,100 @@ def set_rng_state(state):
     random.setstate(state['python'])
 
 def save_snapshot(path, data):
-    atomic_write_bytes(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 def load_snapshot(path):
     """The dict of a snapshot. Needs rtm_plugin importable (classes are pickled by reference)."""
-    with open(path, 'rb') as f:
-        data = pickle.load(f)
+    if os.path.getsize(path) == 0:
+        raise ValueError(f'{path}: empty file (0 bytes)')
+    try:
+        with open(path, 'rb') as f:
+            data = pickle.load(f)
+    except Exception as e:              # garbage makes pickle raise almost anything
+        raise ValueError(f'{path}: truncated or not a pickle ({type(e).__name__}: {e})') from None
     if not isinstance(data, dict) or 'G_ema' not in data:
         raise ValueError(f'{path}: not an RS-IMLE or StyleGAN snapshot (no G_ema)')
     return data
 
-def latest_snapshot(folder):
-    """The snapshot of the highest step in folder, or None."""
-    found = [(int(m.group(1)), p) for p in glob.glob(os.path.join(folder, 'network-snapshot-*.pkl'))
+@dataclass
+class Snapshot:
+    """A loaded snapshot and where it came from."""
+    path: str
+    data: dict
+
+    @property
+    def state(self):
+        return self.data.get('rs_imle')
+
+    @property
+    def options(self):
+        """The run options it was trained with ({} for snapshots of earlier versions)."""
+        return dict((self.state or {}).get('options') or {})
+
+def snapshot_files(folder):
+    """[(number in the name, path)], highest first."""
+    found = [(int(m.group(1)), p) for p in glob.glob(os.path.join(glob.escape(folder), 'network-snapshot-*.pkl'))
              if (m := SNAPSHOT_RE.search(p))]
-    return max(found)[1] if found else None
+    return sorted(found, reverse=True)
+
+def latest_snapshot(folder):
+    """The snapshot with the highest number in folder, or None (nothing is loaded)."""
+    found = snapshot_files(folder)
+    return found[0][1] if found else None
+
+def read_run_id(folder):
+    """The run id in folder's training_options.json, or None (a run of an earlier version, or no such file)."""
+    try:
+        with open(os.path.join(folder, OPTIONS_FILE)) as f:
+            return json.load(f).get('run_id')
+    except (OSError, ValueError, AttributeError):
+        return None
+
+def remove_stale_temporaries(folder):
+    """Delete the temporaries of writes that a kill interrupted; returns their names."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        if TEMP_RE.match(name) and os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+def find_resume(path, log=lambda m: None):
+    """The Snapshot to continue from, loaded once.
+
+    A file is taken as it is. A run folder gives its newest snapshot that loads, has RS-IMLE training state and
+    belongs to this run (the run id in training_options.json); each one passed over is reported with the reason.
+    """
+    if os.path.isfile(path):
+        data = load_snapshot(path)
+        if data.get('rs_imle') is None:
+            raise ValueError(f'{path}: a generator pickle without RS-IMLE training state; cannot resume from it')
+        return Snapshot(path, data)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f'--resume {path}: no such file or folder')
+    run_id = read_run_id(path)
+    skipped = []
+    for _, candidate in snapshot_files(path):
+        try:
+            data = load_snapshot(candidate)
+        except (ValueError, OSError) as e:
+            skipped.append(f'{os.path.basename(candidate)} ({str(e).replace(candidate + ": ", "")})')
+            continue
+        state = data.get('rs_imle')
+        if state is None:
+            skipped.append(f'{os.path.basename(candidate)} (no RS-IMLE training state)')
+        elif run_id is not None and state.get('run_id') != run_id:
+            skipped.append(f'{os.path.basename(candidate)} (belongs to run {state.get("run_id")}, '
+                           f'not to this folder\'s run {run_id})')
+        else:
+            for s in skipped:
+                log(f'resume: skipped {s}')
+            return Snapshot(candidate, data)
+    detail = f'; skipped {"; ".join(skipped)}' if skipped else ''
+    raise FileNotFoundError(f'--resume {path}: no usable network-snapshot-*.pkl in that folder{detail}')
 
 def resolve_resume(path):
-    """--resume accepts a snapshot file or a run folder (its latest snapshot)."""
+    """--resume's path as a file: itself, or the highest-numbered snapshot of a folder (not loaded)."""
     if os.path.isdir(path):
         found = latest_snapshot(path)
         if found is None:

@@ -3,29 +3,33 @@
 With no --data it runs the embedded default: Stacked Digits (1000 modes) at 16 px on CPU, then prints
 modes covered, KL, FID, precision, recall, density and coverage in the digit classifier's feature space.
 With --data it trains on a folder or a dataset_tool.py zip with the official few-shot settings.
+
+main() is four steps: resolve (check every option and read the data; nothing is written), build (the Trainer),
+train (the run folder is made only now) and evaluate (the final metrics and the summary line).
 """
 
-import json
 import os
 import re
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 
 import click
 import numpy as np
 import torch
 
+from rtm_plugin.imle.checkpoint import find_resume
 from rtm_plugin.imle.config import DEFAULT_NUM_IMAGES, DEFAULT_RUN, FEWSHOT, IMLEConfig, config_from_dict
-from rtm_plugin.imle.checkpoint import load_snapshot, resolve_resume
-from rtm_plugin.imle.train import RunOptions, Trainer
+from rtm_plugin.imle.runlog import Tee
+from rtm_plugin.imle.train import RunOptions, Trainer, loss_kind
 
 CONFIG_OPTIONS = {f.name for f in fields(IMLEConfig)}
+RECOVERABLE = (ValueError, FileNotFoundError, ImportError)
 
 def next_run_dir(outdir, desc):
-    """StyleGAN's numbering: <outdir>/<00000>-<desc>."""
-    os.makedirs(outdir, exist_ok=True)
-    ids = [int(m.group(1)) for d in os.listdir(outdir) if (m := re.match(r'(\d+)-', d))]
+    """StyleGAN's numbering: <outdir>/<00000>-<desc> (nothing is created)."""
+    names = os.listdir(outdir) if os.path.isdir(outdir) else []
+    ids = [int(m.group(1)) for d in names if (m := re.match(r'(\d+)-', d))]
     return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
 
 def load_training_images(data, resolution, num_images, seed, skip_bad, log):
@@ -41,7 +45,7 @@ def load_training_images(data, resolution, num_images, seed, skip_bad, log):
         log(f'skipped {len(found.skipped)} unreadable image(s), e.g. {found.skipped[0][1]}')
     log(f'{data}: {len(found.images)} images, {found.images.shape[-1]} px')
     return found.images, None, dict(path=os.path.abspath(data), resolution=int(found.images.shape[-1]),
-                                    num_images=len(found.images))
+                                    num_images=len(found.images), skip_bad=bool(skip_bad))
 
 def summary_line(m):
     parts = []
@@ -64,10 +68,220 @@ def evaluate_generator(G, reals_u8, num_samples, detector, seed, device, batch=2
     fakes = to_uint8(generate(G, z, batch))
     return evaluate_images(torch.as_tensor(reals_u8), fakes, detector=detector, device=device, batch_size=batch)
 
+# ---------------------------------------------------------------------- checks of single options
+def check_device(name):
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise click.UsageError(f'--device {name}: not a torch device; use cpu, cuda or cuda:N') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise click.UsageError(f'--device {name}: torch sees no CUDA GPU here; use --device cpu')
+    if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
+        raise click.UsageError(f'--device {name}: only {torch.cuda.device_count()} GPU(s); use cuda:0 ... '
+                               f'cuda:{torch.cuda.device_count() - 1}')
+    if device.type not in ('cpu', 'cuda'):
+        raise click.UsageError(f'--device {name}: rtm-imle trains on cpu or cuda; use --device cpu')
+    return name
+
+def check_outdir(outdir):
+    """The folder the run folder goes into must be a writable folder, or creatable in one."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise click.UsageError(f'--outdir {outdir}: is a file, not a folder; pass a folder')
+    existing = os.path.abspath(outdir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise click.UsageError(f'--outdir {outdir}: {existing} is not writable; pass a folder you can write to')
+
+def check_knn_backend(backend):
+    if backend == 'faiss':
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            raise click.UsageError('--knn-backend faiss: faiss is not installed; pip install faiss-cpu (the '
+                                   "[faiss] extra), or use --knn-backend torch") from None
+
+def parse_metrics(text):
+    from rtm_plugin.imle.snapshot_metrics import known_metrics
+    names = [m.strip() for m in (text or '').split(',') if m.strip()]
+    unknown = [m for m in names if m not in known_metrics()]
+    if unknown:
+        raise click.UsageError(f'--metrics: unknown {", ".join(unknown)}; choose from {", ".join(known_metrics())}')
+    return tuple(names)
+
+# ---------------------------------------------------------------------- step 1: resolve
+@dataclass
+class Setup:
+    """Everything a run needs, resolved and checked; building it writes nothing."""
+    cfg: IMLEConfig
+    opts: RunOptions
+    images: np.ndarray
+    reals: np.ndarray
+    snapshot: object                # checkpoint.Snapshot to continue from, or None
+    run_dir: str
+    new_run: bool
+    threads: int
+    eval_samples: int
+    detector: str
+
+def resolve(args, log):
+    """Settings for a new run, or (--resume) the ones the snapshot was trained with plus what was given."""
+    given = {k: args[k] for k in CONFIG_OPTIONS if args.get(k) is not None}
+    if args['resume']:
+        return _resolve_resume(args, given, log)
+    return _resolve_new(args, given, log)
+
+def _resolve_new(args, given, log):
+    device = check_device(args['device'] or 'cpu')
+    check_outdir(args['outdir'])
+    data, num_images = args['data'], args['num_images']
+    base = FEWSHOT if data else DEFAULT_RUN
+    if data is None and num_images is None:
+        num_images = DEFAULT_NUM_IMAGES
+    if 'z_dim' in given and 'rtm_dim' not in given:
+        given['rtm_dim'] = max(1, given['z_dim'] // given.get('rtm_tokens', base.rtm_tokens))
+    cfg = replace(base, **given)
+    check_knn_backend(cfg.knn_backend)
+    metrics = parse_metrics(args['metrics'])
+    images, reals, tsk = load_training_images(data, cfg.resolution if ('resolution' in given or not data) else None,
+                                              num_images, cfg.seed, args['skip_bad'], log)
+    if data and 'resolution' not in given:
+        cfg = replace(cfg, resolution=int(images.shape[-1]))
+    threads = args['threads']
+    if threads is None and data is None and torch.device(device).type == 'cpu':
+        threads = 1     # 16-px convolutions barely split; one thread also never stalls when other work shares the CPU
+    desc = f'{"digits" if data is None else os.path.splitext(os.path.basename(os.path.normpath(data)))[0]}-{cfg.map}'
+    opts = RunOptions(outdir=next_run_dir(args['outdir'], desc), snap_kimg=args['snap_kimg'] or
+                      (25.0 if data is None else 50.0), grid_kimg=args['grid_kimg'] or 10.0, device=device,
+                      perceptual=args['perceptual'] or 'auto', lpips_vgg=args['lpips_vgg'],
+                      lpips_lin=args['lpips_lin'], progress=not args['no_progress'], training_set_kwargs=tsk,
+                      metrics=metrics, metric_reals=reals)
+    detector = args['detector'] or ('digits' if data is None else None)
+    eval_samples = 10000 if args['eval_samples'] is None else args['eval_samples']
+    return Setup(cfg, opts, images, reals, None, opts.outdir, True, threads, eval_samples, detector)
+
+def _resolve_resume(args, given, log):
+    try:
+        snapshot = find_resume(args['resume'], log=log)
+    except RECOVERABLE as e:
+        raise click.UsageError(str(e)) from None
+    state, saved = snapshot.state, snapshot.options
+    exact = not args['inexact_resume']
+    tsk = dict(snapshot.data.get('training_set_kwargs') or {})
+    legacy_default_run = not saved and 'path' not in tsk      # snapshots of earlier versions record no options
+    device = check_device(args['device'] or saved.get('device', 'cpu'))
+    threads = saved.get('threads') or (1 if legacy_default_run and device == 'cpu' else None)
+    if args['threads'] and threads and args['threads'] != threads and exact:
+        raise click.UsageError(f'--threads {args["threads"]}: this run was trained with {threads} thread(s), '
+                               'which changes float sums; drop --threads, or pass --inexact-resume')
+    threads = args['threads'] or threads
+
+    # The loss: the snapshot's, or an error naming what is missing.
+    perceptual = args['perceptual']
+    trained = loss_kind(state.get('loss'))
+    if perceptual is None:
+        perceptual = {'lpips-vgg': 'lpips', 'multiscale-gradient-l1': 'fallback'}.get(trained, 'auto')
+        if not exact and perceptual == 'lpips':
+            perceptual = 'auto'
+    lpips_vgg = args['lpips_vgg'] or _existing(saved.get('lpips_vgg'))
+    lpips_lin = args['lpips_lin'] or _existing(saved.get('lpips_lin'))
+    if perceptual == 'lpips':
+        from rtm_plugin.imle.perceptual import find_lpips_weights
+        vgg, lin = find_lpips_weights(lpips_vgg, lpips_lin)
+        if not (vgg and lin):
+            raise click.UsageError(f'--resume: this run was trained with the LPIPS-VGG loss, but its weights are not '
+                                   f'found here ({"vgg16-397923af.pth" if not vgg else "lpips vgg.pth"}); pass '
+                                   '--lpips-vgg/--lpips-lin, or --inexact-resume to go on with the fallback loss')
+
+    # The data: where it was, or where --data says it is now (the fingerprint is checked by the Trainer).
+    data = args['data'] or tsk.get('path')
+    if tsk.get('path') and not os.path.exists(data):
+        raise click.UsageError(f'--resume: the dataset of this run, {data}, is not there any more; pass --data with '
+                               'its new location')
+    cfg = replace(config_from_dict(state['config']), **given)
+    check_knn_backend(cfg.knn_backend)
+    num_images = tsk.get('num_images', state.get('num_images'))
+    skip_bad = args['skip_bad'] or tsk.get('skip_bad', False)
+    images, reals, tsk = load_training_images(data, cfg.resolution, num_images, cfg.seed, skip_bad, log)
+    metrics = parse_metrics(args['metrics']) if args['metrics'] is not None else tuple(saved.get('metrics', ()))
+    run_dir = os.path.dirname(os.path.abspath(snapshot.path))
+    opts = RunOptions(outdir=run_dir, snap_kimg=args['snap_kimg'] or saved.get('snap_kimg') or
+                      (25.0 if data is None else 50.0), grid_kimg=args['grid_kimg'] or saved.get('grid_kimg', 10.0),
+                      tick_kimg=saved.get('tick_kimg', RunOptions.tick_kimg), device=device, perceptual=perceptual,
+                      lpips_vgg=lpips_vgg, lpips_lin=lpips_lin, progress=not args['no_progress'],
+                      training_set_kwargs=tsk, run_id=state.get('run_id'), metrics=metrics, metric_reals=reals,
+                      snapshot_unit=saved.get('snapshot_unit', 'step'), allow_changes=not exact)
+    detector = args['detector'] or saved.get('detector') or ('digits' if data is None else None)
+    eval_samples = args['eval_samples'] if args['eval_samples'] is not None else saved.get('eval_samples', 10000)
+    return Setup(cfg, opts, images, reals, snapshot, run_dir, False, threads, eval_samples, detector)
+
+def _existing(path):
+    return path if path and os.path.isfile(path) else None
+
+# ---------------------------------------------------------------------- step 2: build
+def build(setup, log):
+    if setup.threads:
+        torch.set_num_threads(setup.threads)
+    setup.opts.extra = dict(eval_samples=setup.eval_samples, detector=setup.detector, command=sys.argv)
+    try:
+        return Trainer(setup.cfg, setup.images, setup.opts, resume=setup.snapshot, log=log)
+    except RECOVERABLE as e:
+        raise click.UsageError(str(e)) from None
+
+# ---------------------------------------------------------------------- step 3: train
+def train(setup, trainer, log):
+    """(status, snapshot path, seconds). Leaves the process with code 130 on Ctrl-C/SIGTERM and 1 on divergence
+    or a failed write, each with one line saying what to do."""
+    cfg, run_dir = setup.cfg, setup.run_dir
+    log(f'run folder: {run_dir}' + (f' (resuming {os.path.basename(setup.snapshot.path)}, step {trainer.step})'
+                                     if setup.snapshot else ''))
+    log(f'{cfg.map} mapper + {cfg.decoder} decoder, {sum(p.numel() for p in trainer.G.parameters()):,} parameters; '
+        f'{trainer.num} images at {cfg.resolution} px; pool {trainer.pool}; loss: {trainer.loss_name}; '
+        f'{trainer.world} process(es), {torch.get_num_threads()} thread(s)')
+    t0 = time.time()
+    try:
+        status, path = trainer.run()
+    except OSError as e:
+        last = trainer.last_snapshot or 'none'
+        raise click.ClickException(f'cannot write {e.filename or "to the run folder"}: {e.strerror or e}; the last '
+                                   f'good snapshot is {last}; free space, then continue with --resume {run_dir}')
+    seconds = time.time() - t0
+    if status == 'interrupted':
+        log(f'interrupted at step {trainer.step}: saved {path}; continue with --resume {run_dir}')
+        sys.exit(130)
+    if status == 'diverged':
+        where = f'the last good snapshot is {path}' if path else 'no snapshot was saved'
+        raise click.ClickException(f'{trainer.divergence}; stopped ({where}); lower --lr (now {cfg.lr:g}) and '
+                                   'start again')
+    return path, seconds
+
+# ---------------------------------------------------------------------- step 4: evaluate
+def evaluate(setup, trainer, path, seconds, rank):
+    cfg = setup.cfg
+    record = dict(kind='eval', step=trainer.step, kimg=trainer.kimg, train_seconds=seconds,
+                  snapshot=os.path.basename(path) if path else None)
+    if rank != 0:
+        return
+    if setup.eval_samples and setup.detector:
+        reals_u8 = setup.reals if setup.reals is not None else setup.images
+        t1 = time.time()
+        metrics = evaluate_generator(trainer.G_ema, reals_u8, setup.eval_samples, setup.detector, cfg.seed,
+                                     setup.opts.device)
+        record.update({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()},
+                      detector=setup.detector, eval_samples=setup.eval_samples, eval_seconds=time.time() - t1)
+        trainer.write_metrics(record)
+        click.echo(f'{cfg.map}: {summary_line(record)} ({seconds:.0f} s training, '
+                   f'{record["eval_seconds"]:.0f} s evaluation; {setup.run_dir})')
+    else:
+        trainer.write_metrics(record)
+        click.echo(f'{cfg.map}: trained {trainer.step} steps in {seconds:.0f} s; no metrics '
+                   f'({"--eval-samples 0" if not setup.eval_samples else "no --detector"}); {setup.run_dir}')
+
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
 @click.option('--data', type=click.Path(exists=True), help='Image folder or dataset_tool.py zip [default: embedded Stacked Digits]')
 @click.option('--outdir', default='imle-runs', help='Where run folders are created')
-@click.option('--resume', type=click.Path(exists=True), help='Snapshot .pkl or run folder to continue (in place)')
+@click.option('--resume', type=click.Path(exists=True), help='Run folder (its newest good snapshot) or snapshot .pkl '
+              'to continue in place, with the settings it was trained with')
 @click.option('--map', 'map_', type=click.Choice(['rtm', 'mlp']), help='Mapper [default: rtm]')
 @click.option('--rtm-h', type=click.IntRange(min=1), help='RTM outer steps H [8]')
 @click.option('--rtm-l', type=click.IntRange(min=1), help='RTM inner cycles L [2]')
@@ -92,102 +306,50 @@ def evaluate_generator(G, reals_u8, num_samples, detector, seed, device, batch=2
 @click.option('--eps', type=click.FloatRange(min=0), help='Rejection radius on the unit sphere, 0 = IMLE [0.12]')
 @click.option('--knn-backend', type=click.Choice(['torch', 'faiss']), help='Nearest-neighbour backend [torch]')
 @click.option('--seed', type=int, help='Random seed [0]')
-@click.option('--perceptual', type=click.Choice(['auto', 'lpips', 'fallback']), default='auto',
-              help='LPIPS-VGG when its weights are found (auto), required (lpips), or the fallback loss')
+@click.option('--perceptual', type=click.Choice(['auto', 'lpips', 'fallback']),
+              help='LPIPS-VGG when its weights are found (auto), required (lpips), or the fallback loss [auto]')
 @click.option('--lpips-vgg', type=click.Path(exists=True, dir_okay=False), help='torchvision vgg16-397923af.pth')
 @click.option('--lpips-lin', type=click.Path(exists=True, dir_okay=False), help='lpips weights/v0.1/vgg.pth')
 @click.option('--snap-kimg', type=click.FloatRange(min=0, min_open=True), help='Snapshot interval [50; 25 default run]')
 @click.option('--grid-kimg', type=click.FloatRange(min=0, min_open=True), help='Sample-grid interval [10]')
-@click.option('--eval-samples', type=click.IntRange(min=0), default=10000, help='Samples for the final metrics (0 = skip)')
+@click.option('--eval-samples', type=click.IntRange(min=0), help='Samples for the final metrics, 0 = skip [10000]')
 @click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; none with --data]")
-@click.option('--device', default='cpu', help='torch device')
+@click.option('--metrics', help='Comma list evaluated at each snapshot and at the end, into metric-<name>.jsonl '
+              '(e.g. fid50k_full,pr50k3_full) [none]')
+@click.option('--device', help='torch device: cpu, cuda, cuda:N [cpu]')
 @click.option('--threads', type=click.IntRange(min=1), help='torch CPU threads [1 in the default run, else torch default]')
 @click.option('--no-progress', is_flag=True, help='No tqdm progress bar')
-def main(data, outdir, resume, perceptual, lpips_vgg, lpips_lin, snap_kimg, grid_kimg, eval_samples, detector,
-         device, threads, no_progress, num_images, skip_bad, map_, **options):
+@click.option('--inexact-resume', is_flag=True, help='Resume even where a setting that affects the numbers changed '
+              '(other loss, threads, device, config); the run is then not bit-exact')
+def main(**args):
     """Train an RS-IMLE generator whose mapper is RTM (or the MLP baseline).
 
     \b
     rtm-imle                                  # the embedded default run (Stacked Digits, CPU, < 10 min)
     rtm-imle --map mlp                        # the same with the 8-layer MLP mapper (baseline)
     rtm-imle --data faces.zip --resolution 256  # official few-shot settings on your data
+    rtm-imle --resume imle-runs/00000-digits-rtm   # continue exactly where it stopped
     torchrun --nproc_per_node=2 -m rtm_plugin.imle --data faces.zip   # DDP
     """
-    if threads is None and data is None and resume is None and device == 'cpu':
-        threads = 1     # 16-px convolutions barely split; one thread also never stalls when other work shares the CPU
-    if threads:
-        torch.set_num_threads(threads)
-    options['map'] = map_
-    given = {k: v for k, v in options.items() if v is not None}
+    args['map'] = args.pop('map_')
     rank = int(os.environ.get('RANK', '0'))
     log = (lambda m: click.echo(m, err=True)) if rank == 0 else (lambda m: None)
     try:
-        if resume:
-            snapshot = resolve_resume(resume)
-            state = load_snapshot(snapshot).get('rs_imle')
-            if state is None:
-                raise click.UsageError(f'--resume {snapshot}: no RS-IMLE training state in that pickle')
-            saved = config_from_dict(state['config'])
-            clash = {k: (v, getattr(saved, k)) for k, v in given.items() if k != 'kimg' and getattr(saved, k) != v}
-            if clash:
-                raise click.UsageError(f'--resume: options differ from the snapshot (given, saved): {clash}')
-            cfg = replace(saved, kimg=given.get('kimg', saved.kimg))
-            tsk = load_snapshot(snapshot).get('training_set_kwargs') or {}
-            run_dir = os.path.dirname(os.path.abspath(snapshot))
-            data = tsk.get('path', data)
-            num_images = tsk.get('num_images', num_images)
-        else:
-            base = FEWSHOT if data else DEFAULT_RUN
-            if data is None and num_images is None:
-                num_images = DEFAULT_NUM_IMAGES
-            if 'z_dim' in given and 'rtm_dim' not in given:
-                given['rtm_dim'] = max(1, given['z_dim'] // given.get('rtm_tokens', base.rtm_tokens))
-            cfg = replace(base, **given)
-            snapshot = None
-        images, reals, tsk = load_training_images(data, cfg.resolution if (resume or 'resolution' in given or not data)
-                                                  else None, num_images, cfg.seed, skip_bad, log)
-        if data and not resume and 'resolution' not in given:
-            cfg = replace(cfg, resolution=int(images.shape[-1]))
-        if not resume:
-            desc = f'{"digits" if data is None else os.path.splitext(os.path.basename(os.path.normpath(data)))[0]}-{cfg.map}'
-            run_dir = next_run_dir(outdir, desc) if rank == 0 else None
-            if int(os.environ.get('WORLD_SIZE', '1')) > 1:
-                run_dir = _broadcast_str(run_dir, device)
-        if detector is None and data is None:
-            detector = 'digits'
-        opts = RunOptions(outdir=run_dir, snap_kimg=snap_kimg or (25.0 if data is None else 50.0),
-                          grid_kimg=grid_kimg or 10.0, device=device, perceptual=perceptual,
-                          lpips_vgg=lpips_vgg, lpips_lin=lpips_lin, progress=not no_progress,
-                          training_set_kwargs=tsk)
-        trainer = Trainer(cfg, images, opts, resume=snapshot, log=log)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        raise click.UsageError(str(e))
-
-    log(f'run folder: {run_dir}')
-    log(f'{cfg.map} mapper + {cfg.decoder} decoder, {sum(p.numel() for p in trainer.G.parameters()):,} parameters; '
-        f'{trainer.num} images at {cfg.resolution} px; pool {trainer.pool}; loss: {trainer.loss_name}; '
-        f'{trainer.world} process(es)')
-    t0 = time.time()
-    status, path = trainer.run()
-    seconds = time.time() - t0
-    if status == 'interrupted':
-        log(f'interrupted at step {trainer.step}: saved {path}; continue with --resume {run_dir}')
-        sys.exit(130)
-    record = dict(kind='eval', step=trainer.step, kimg=trainer.step * cfg.batch / 1000, train_seconds=seconds,
-                  snapshot=os.path.basename(path) if path else None)
-    if rank == 0 and eval_samples and detector:
-        reals_u8 = reals if reals is not None else images
-        t1 = time.time()
-        metrics = evaluate_generator(trainer.G_ema, reals_u8, eval_samples, detector, cfg.seed, device)
-        record.update({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()},
-                      detector=detector, eval_samples=eval_samples, eval_seconds=time.time() - t1)
-        trainer.write_metrics(record)
-        click.echo(f'{cfg.map}: {summary_line(record)} ({seconds:.0f} s training, '
-                   f'{record["eval_seconds"]:.0f} s evaluation; {run_dir})')
-    elif rank == 0:
-        trainer.write_metrics(record)
-        click.echo(f'{cfg.map}: trained {trainer.step} steps in {seconds:.0f} s; no metrics '
-                   f'({"--eval-samples 0" if not eval_samples else "no --detector"}); {run_dir}')
+        setup = resolve(args, log)
+    except RECOVERABLE as e:
+        raise click.UsageError(str(e)) from None
+    trainer = build(setup, log)
+    if setup.new_run:
+        if rank == 0:
+            os.makedirs(setup.run_dir)
+        if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+            setup.run_dir = setup.opts.outdir = _broadcast_str(setup.run_dir, setup.opts.device)
+    if rank != 0:
+        path, seconds = train(setup, trainer, log)
+        return
+    with Tee(os.path.join(setup.run_dir, 'log.txt')):
+        path, seconds = train(setup, trainer, log)
+        evaluate(setup, trainer, path, seconds, rank)
 
 def _broadcast_str(value, device):
     import torch.distributed as dist

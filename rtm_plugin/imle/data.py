@@ -14,6 +14,7 @@ Labels in a zip's dataset.json are ignored: the trainer is unconditional.
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,8 +89,8 @@ def load_images(path, resolution=None, skip_bad=False, max_images=None):
         try:
             try:
                 data = read()
-            except OSError as e:
-                raise ValueError(f'{name}: cannot open file ({e})') from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:     # a bad CRC is a BadZipFile
+                raise ValueError(f'{name}: cannot read file ({e})') from None
             x = _decode(name, data, resolution)
             if images and x.shape != images[0].shape:
                 raise ValueError(f'{name}: image is {x.shape[2]}x{x.shape[1]} but {names[0]} is '

@@ -1,4 +1,5 @@
-"""Image grids as PNG, written atomically."""
+"""Image grids as PNG, written atomically, at least MIN_WIDTH pixels wide (tiny images are upscaled with
+nearest-neighbour, so each pixel stays a crisp square)."""
 
 import io
 
@@ -7,8 +8,11 @@ from PIL import Image
 
 from rtm_plugin.cache import atomic_write_bytes
 
-def save_grid(path, images_u8, cols):
-    """uint8 [N, C, H, W] (C = 1 or 3) -> one PNG, `cols` images per row."""
+MIN_WIDTH = 512
+
+def save_grid(path, images_u8, cols, min_width=MIN_WIDTH):
+    """uint8 [N, C, H, W] (C = 1 or 3) -> one PNG, `cols` images per row, upscaled by an integer factor to
+    be at least min_width pixels wide."""
     x = np.asarray(images_u8)
     n, c, h, w = x.shape
     rows = -(-n // cols)
@@ -16,6 +20,9 @@ def save_grid(path, images_u8, cols):
     for i in range(n):
         r, k = divmod(i, cols)
         canvas[r * h:(r + 1) * h, k * w:(k + 1) * w] = x[i].transpose(1, 2, 0)
+    scale = max(1, -(-min_width // (cols * w)))
+    if scale > 1:
+        canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
     buf = io.BytesIO()
     Image.fromarray(canvas[..., 0] if c == 1 else canvas).save(buf, format='PNG')
     atomic_write_bytes(path, buf.getvalue())

@@ -11,26 +11,31 @@ so a run resumed from any snapshot takes exactly the steps the uninterrupted run
 """
 
 import copy
+import glob
 import hashlib
 import json
 import math
 import os
 import signal
+import sys
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from rtm_plugin.imle import distributed as D
-from rtm_plugin.imle.checkpoint import (atomic_write_text, load_snapshot, resolve_resume, rng_state, save_snapshot,
-                                        set_rng_state, snapshot_name)
+from rtm_plugin.imle.checkpoint import (OPTIONS_FILE, SNAPSHOT_RE, Snapshot, atomic_write_text, find_resume,
+                                        remove_stale_temporaries, rng_state, save_snapshot, set_rng_state,
+                                        snapshot_name)
 from rtm_plugin.imle.config import as_dict, config_from_dict
 from rtm_plugin.imle.features import RandomProjection, to_signed, to_uint8
 from rtm_plugin.imle.generator import IMLEGenerator, NoDiscriminator
 from rtm_plugin.imle.matching import NO_MATCH, match_shard, merge_matches, pool_size
 from rtm_plugin.imle.perceptual import ReconstructionLoss, build_perceptual
+from rtm_plugin.imle.runlog import TensorBoard, TickStats, append_json, jsonable, repair
 
 # Purposes of the seeded random streams.
 ORDER, POOL, PERTURB, INIT, GRID, PROJECTION, EVAL = range(1, 8)
@@ -68,12 +73,20 @@ def generate(G, z, batch=256):
 def dataset_fingerprint(images_u8):
     return hashlib.sha1(np.ascontiguousarray(images_u8).tobytes()).hexdigest()
 
+
+def loss_kind(loss_name):
+    """'lpips-vgg' or 'multiscale-gradient-l1' from a loss description such as 'lpips-vgg (v0.1: ...)'."""
+    return (loss_name or '').split(' ')[0] or None
+
+class Diverged(RuntimeError):
+    """The loss or the weights stopped being finite."""
+
 @dataclass
 class RunOptions:
     outdir: str
     snap_kimg: float = 50.0         # snapshot every this many kimg (and at the end, and on Ctrl-C/SIGTERM)
     grid_kimg: float = 10.0         # sample grid every this many kimg
-    tick_kimg: float = 1.0          # a metrics.jsonl line every this many kimg
+    tick_kimg: float = 4.0          # a stats.jsonl / metrics.jsonl line and a status line every this many kimg
     device: str = 'cpu'
     perceptual: str = 'auto'
     lpips_vgg: str = None
@@ -81,9 +94,22 @@ class RunOptions:
     progress: bool = True
     grid_size: int = 8              # the grid is grid_size x grid_size samples
     training_set_kwargs: dict = None
+    run_id: str = None              # None: a new id (a resumed run keeps its snapshot's)
+    metrics: tuple = ()             # metric names evaluated at each snapshot (snapshot_metrics.calc_metric)
+    metric_reals: object = None     # uint8 reals for those metrics [default: the training images]
+    snapshot_unit: str = 'kimg'     # 'step' only for runs started by earlier versions
+    allow_changes: bool = False     # resume even where a setting that affects the numbers changed (not exact)
+    extra: dict = field(default_factory=dict)   # more settings to record (the CLI's evaluation options)
+
+    def recorded(self):
+        """What snapshots and training_options.json keep (no arrays)."""
+        keep = ('snap_kimg', 'grid_kimg', 'tick_kimg', 'device', 'perceptual', 'lpips_vgg', 'lpips_lin',
+                'grid_size', 'metrics', 'snapshot_unit')
+        return {**{k: getattr(self, k) for k in keep}, 'metrics': list(self.metrics), **self.extra}
 
 class Trainer:
     def __init__(self, cfg, images_u8, opts, resume=None, log=print):
+        """resume: a snapshot path, a run folder, or a loaded checkpoint.Snapshot."""
         self.cfg, self.opts, self.log = cfg, opts, log
         self.device = torch.device(opts.device)
         self.rank, self.world = D.init_from_env(self.device)
@@ -97,6 +123,9 @@ class Trainer:
         self.num = len(self.images)
         self.fingerprint = dataset_fingerprint(images_u8)
         self.stop_requested = False
+        self.run_id = opts.run_id or uuid.uuid4().hex[:12]
+        self.resumed_from = None
+        self.last_snapshot = None       # the newest snapshot of this run on disk
 
         torch.manual_seed(cfg.seed)
         self.G = build_generator(cfg).to(self.device).train()
@@ -105,12 +134,12 @@ class Trainer:
                                      weight_decay=cfg.weight_decay)
         self.latents = torch.randn([self.num, cfg.z_dim], generator=seeded(cfg.seed, INIT))
         self.step, self.matched_round = 0, -1
-        if resume is not None:
-            self._restore(resume)
-        self.G_train = (DistributedDataParallel(self.G) if self.world > 1 else self.G)
-
         perceptual, self.loss_name = build_perceptual(opts.perceptual, opts.lpips_vgg, opts.lpips_lin,
                                                       log=self.log if self.rank == 0 else (lambda m: None))
+        if resume is not None:
+            self._restore(resume if isinstance(resume, Snapshot) else find_resume(resume, log=self.log))
+        self.threads = torch.get_num_threads()
+        self.G_train = (DistributedDataParallel(self.G) if self.world > 1 else self.G)
         self.loss_fn = ReconstructionLoss(perceptual, cfg.lpips_coef, cfg.l2_coef).to(self.device)
         self.projection = RandomProjection(self.images.shape[1:], cfg.proj_dim, seed=int(
             torch.randint(2**31, [1], generator=seeded(cfg.seed, PROJECTION))))
@@ -119,6 +148,12 @@ class Trainer:
         self.pool = pool_size(self.num, cfg.force_factor, cfg.pool_multiple)
         self.total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
         self._order_cache = {}
+        self.stats = TickStats()
+        self.metric_results = {}        # the latest --metrics results, for TensorBoard
+
+    @property
+    def kimg(self):
+        return self.step * self.cfg.batch / 1000
 
     # ------------------------------------------------------------------ schedule and order
     def match_round(self, step):
@@ -153,10 +188,16 @@ class Trainer:
         self.latents[ok] = z_pool[index[ok]] + cfg.perturb * noise[ok]
         self.matched_round = round_index
         dist = sq_dist[ok].sqrt()
-        return dict(kind='match', step=self.step, round=round_index, pool=self.pool, rejected=rejected,
-                    rejected_frac=rejected / self.pool, unmatched=int((~ok).sum()),
-                    distinct_samples=int(index[ok].unique().numel()),
-                    mean_dist=float(dist.mean()) if len(dist) else None, seconds=time.time() - t0)
+        record = dict(kind='match', step=self.step, round=round_index, pool=self.pool, rejected=rejected,
+                      rejected_frac=rejected / self.pool, unmatched=int((~ok).sum()),
+                      distinct_samples=int(index[ok].unique().numel()),
+                      mean_dist=float(dist.mean()) if len(dist) else None, seconds=time.time() - t0)
+        self.stats.report('IMLE/rejected_frac', record['rejected_frac'])
+        self.stats.report('IMLE/unmatched', record['unmatched'])
+        if len(dist):
+            self.stats.report('IMLE/match_dist', dist)
+        self.stats.report('Timing/match_sec', record['seconds'])
+        return record
 
     # ------------------------------------------------------------------ one optimisation step
     def train_step(self):
@@ -167,7 +208,12 @@ class Trainer:
         lr = learning_rate(cfg, self.step, self.num)
         for group in self.opt.param_groups:
             group['lr'] = lr
-        loss = self.loss_fn(self.G_train(z), x).mean()
+        per_sample = self.loss_fn(self.G_train(z), x)
+        bad = not bool(torch.isfinite(per_sample).all())
+        if D.any_rank(bad, self.device) if self.world > 1 else bad:      # before the step: G stays as it was
+            raise Diverged(f'the loss became {per_sample.detach().sum().item()} at step {self.step} '
+                           f'(kimg {self.kimg:.3f})')
+        loss = per_sample.mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -178,58 +224,120 @@ class Trainer:
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 b_ema.copy_(b)
         self.step += 1
+        self.stats.report('Loss/G/loss', per_sample)
+        self.stats.report('Progress/lr', lr)
         return loss.detach().item(), lr
 
     # ------------------------------------------------------------------ snapshots
+    def run_options(self):
+        """Everything besides the config that the numbers depend on, and the run's other settings."""
+        return dict(self.opts.recorded(), threads=self.threads, loss=self.loss_name, run_id=self.run_id)
+
     def snapshot_dict(self):
         cpu = lambda m: copy.deepcopy(m).cpu().eval().requires_grad_(False)
         return dict(G=cpu(self.G), G_ema=cpu(self.G_ema), D=NoDiscriminator(), augment_pipe=None,
                     training_set_kwargs=self.opts.training_set_kwargs,
-                    rs_imle=dict(config=as_dict(self.cfg), step=self.step, kimg=self.step * self.cfg.batch / 1000,
+                    rs_imle=dict(config=as_dict(self.cfg), step=self.step, kimg=self.kimg,
                                  matched_round=self.matched_round, latents=self.latents.clone(),
                                  optimizer=self.opt.state_dict(), rng=rng_state(), world_size=self.world,
-                                 dataset_fingerprint=self.fingerprint, num_images=self.num, loss=self.loss_name))
+                                 dataset_fingerprint=self.fingerprint, num_images=self.num, loss=self.loss_name,
+                                 run_id=self.run_id, options=self.run_options()))
 
-    def save(self):
+    def snapshot_path(self):
+        return os.path.join(self.opts.outdir, snapshot_name(self.step, self.cfg.batch, self.opts.snapshot_unit))
+
+    def save(self, metrics=True):
+        """Write a snapshot (rank 0) and evaluate --metrics on it; never a snapshot of non-finite weights."""
+        for name, module in (('G', self.G), ('G_ema', self.G_ema)):
+            if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+                raise Diverged(f'{name} has non-finite weights at step {self.step} (kimg {self.kimg:.3f})')
         if self.rank != 0:
             return None
-        path = os.path.join(self.opts.outdir, snapshot_name(self.step))
+        path = self.snapshot_path()
         save_snapshot(path, self.snapshot_dict())
+        self.last_snapshot = path
+        if metrics and self.opts.metrics:
+            self.evaluate_metrics(path)
         return path
 
-    def _restore(self, path):
-        data = load_snapshot(resolve_resume(path))
-        state = data.get('rs_imle')
+    def evaluate_metrics(self, snapshot_pkl):
+        from rtm_plugin.imle.snapshot_metrics import calc_metric, report_metric
+        reals = self.opts.metric_reals if self.opts.metric_reals is not None else self.images
+        self.log('evaluating metrics...')
+        for metric in self.opts.metrics:
+            result = calc_metric(metric, G=self.G_ema, real=reals, device=str(self.device), seed=self.cfg.seed)
+            report_metric(result, run_dir=self.opts.outdir, snapshot_pkl=snapshot_pkl)
+            self.metric_results.update(result['results'])
+            self.log(f'{metric}: ' + ', '.join(f'{k} {v:.4f}' for k, v in result['results'].items())
+                     + f' ({result["total_time_str"]})')
+
+    def _restore(self, snapshot):
+        """Continue from a loaded Snapshot. Every setting that changes the numbers must match, or be restorable
+        (threads); otherwise an error names it, unless opts.allow_changes."""
+        data, state, path = snapshot.data, snapshot.state, snapshot.path
         if state is None:
             raise ValueError(f'{path}: a generator pickle without RS-IMLE training state; cannot resume from it')
         if state['dataset_fingerprint'] != self.fingerprint:
-            raise ValueError(f'{path}: was trained on different data ({state["num_images"]} images, other content)')
-        saved = config_from_dict(state['config'])
-        if {**as_dict(saved), 'kimg': 0} != {**as_dict(self.cfg), 'kimg': 0}:
-            diff = {k: (v, as_dict(self.cfg)[k]) for k, v in as_dict(saved).items()
-                    if k != 'kimg' and as_dict(self.cfg)[k] != v}
-            raise ValueError(f'{path}: settings differ from the snapshot (snapshot, now): {diff}')
+            raise ValueError(f'{path}: was trained on different data ({state["num_images"]} images, other '
+                             f'content; now {self.num} images); point --data at the run\'s dataset')
+        saved, options = config_from_dict(state['config']), snapshot.options
+        now = as_dict(self.cfg)
+        diff = {k: (v, now[k]) for k, v in as_dict(saved).items() if k != 'kimg' and now[k] != v}
+        if options.get('device') and torch.device(options['device']).type != self.device.type:
+            diff['device'] = (options['device'], str(self.device))
+        if loss_kind(state.get('loss')) and loss_kind(state['loss']) != loss_kind(self.loss_name):
+            diff['loss'] = (loss_kind(state['loss']), loss_kind(self.loss_name))
+        threads = options.get('threads')
+        if threads and threads != torch.get_num_threads() and not self.opts.allow_changes:
+            torch.set_num_threads(threads)                      # the thread count changes float sums
+        if diff and not self.opts.allow_changes:
+            raise ValueError(f'{path}: settings differ from the snapshot (snapshot, now): {diff}; resume with the '
+                             f"snapshot's settings, or allow the change (--inexact-resume: not bit-exact)")
+        if diff:
+            self.log(f'resume: changed from the snapshot (snapshot, now): {diff}; the run is no longer exact')
         self.G.load_state_dict(data['G'].state_dict())
         self.G_ema.load_state_dict(data['G_ema'].state_dict())
         self.opt.load_state_dict(state['optimizer'])
         self.latents = state['latents'].clone()
         self.step, self.matched_round = state['step'], state['matched_round']
+        self.run_id = state.get('run_id') or self.opts.run_id or self.run_id
         set_rng_state(state['rng'])
+        self.resumed_from = self.last_snapshot = path
 
-    # ------------------------------------------------------------------ logging helpers
+    # ------------------------------------------------------------------ run folder
     def write_metrics(self, record):
         if self.rank == 0:
-            with open(os.path.join(self.opts.outdir, 'metrics.jsonl'), 'a') as f:
-                f.write(json.dumps(record) + '\n')
+            append_json(os.path.join(self.opts.outdir, 'metrics.jsonl'), record)
 
-    def trim_metrics(self):
-        """On resume, drop lines logged after the snapshot (a killed run may have written them)."""
-        path = os.path.join(self.opts.outdir, 'metrics.jsonl')
-        if self.rank != 0 or not os.path.exists(path):
+    def write_options(self):
+        """training_options.json: every resolved setting, the run id and the data, as upstream writes it."""
+        if self.rank != 0:
             return
-        lines = [l for l in open(path) if l.strip() and json.loads(l).get('step', 0) <= self.step
-                 and json.loads(l).get('kind') != 'eval']
-        atomic_write_text(path, ''.join(lines))
+        text = json.dumps(jsonable(dict(config=as_dict(self.cfg), **self.run_options(),
+                                        training_set_kwargs=self.opts.training_set_kwargs,
+                                        dataset_fingerprint=self.fingerprint, num_images=self.num,
+                                        num_gpus=self.world, run_dir=os.path.abspath(self.opts.outdir))),
+                          indent=2, sort_keys=True)
+        atomic_write_text(os.path.join(self.opts.outdir, OPTIONS_FILE), text + '\n')
+
+    def repair_logs(self):
+        """On resume: delete the temporaries of interrupted writes, drop torn log lines and what was logged
+        after the snapshot (a killed run may have logged steps past its last snapshot)."""
+        if self.rank != 0:
+            return
+        out = self.opts.outdir
+        for name in remove_stale_temporaries(out):
+            self.log(f'resume: removed {name}, left by an interrupted write')
+        number = lambda p: int(m.group(1)) if (m := SNAPSHOT_RE.search(p or '')) else -1
+        here = number(self.resumed_from)
+        kept = {'metrics.jsonl': lambda r: r.get('step', 0) <= self.step and r.get('kind') not in ('eval',),
+                'stats.jsonl': lambda r: r.get('Progress/kimg', {}).get('mean', 0) <= self.kimg + 1e-9}
+        for path in sorted(glob.glob(os.path.join(glob.escape(out), 'metric-*.jsonl'))):
+            kept[os.path.basename(path)] = lambda r: number(r.get('snapshot_pkl')) <= here
+        for name, keep in kept.items():
+            dropped = repair(os.path.join(out, name), keep)
+            if dropped:
+                self.log(f'resume: {name}: dropped {dropped} line(s) logged after the snapshot or torn')
 
     def save_grid(self, name=None):
         if self.rank != 0:
@@ -237,30 +345,63 @@ class Trainer:
         from rtm_plugin.imle.grid import save_grid
         n = self.opts.grid_size
         z = torch.randn([n * n, self.cfg.z_dim], generator=seeded(self.cfg.seed, GRID))
-        save_grid(os.path.join(self.opts.outdir, name or f'fakes{self.step:06d}.png'),
+        save_grid(os.path.join(self.opts.outdir, name or f'fakes{self.step * self.cfg.batch // 1000:06d}.png'),
                   to_uint8(generate(self.G_ema, z)), n)
+
+    def tick(self, tick_index, t_start, t_tick, nimg_tick, maintenance, tensorboard, bar):
+        """Upstream's per-tick report: a status line, a stats.jsonl line, TensorBoard scalars."""
+        now = time.time()
+        s = self.stats
+        s.report('Progress/tick', tick_index)
+        s.report('Progress/kimg', self.kimg)
+        s.report('Timing/total_sec', now - t_start)
+        s.report('Timing/sec_per_tick', now - t_tick)
+        s.report('Timing/sec_per_kimg', (now - t_tick) / max(self.step * self.cfg.batch - nimg_tick, 1) * 1e3)
+        s.report('Timing/maintenance_sec', maintenance)
+        rss = _rss_gb()
+        if rss is not None:
+            s.report('Resources/cpu_mem_gb', rss)
+        stats = s.as_dict()
+        loss = stats.get('Loss/G/loss', {}).get('mean', float('nan'))
+        line = (f'tick {tick_index:<5d} kimg {self.kimg:<8.1f} time {now - t_start:<8.0f}s '
+                f'sec/tick {now - t_tick:<7.1f} sec/kimg {stats["Timing/sec_per_kimg"]["mean"]:<7.2f} '
+                f'loss {loss:.4f}')
+        if self.rank == 0:
+            bar.write(line, file=sys.stderr) if not bar.disable else self.log(line)
+            append_json(os.path.join(self.opts.outdir, 'stats.jsonl'), dict(stats, timestamp=now))
+            tensorboard.write(stats, self.metric_results, self.kimg, now)
+        steps = max(1, (self.step * self.cfg.batch - nimg_tick) // self.cfg.batch)
+        self.write_metrics(dict(kind='train', step=self.step, kimg=self.kimg, loss=loss,
+                                lr=stats.get('Progress/lr', {}).get('mean'), sec_per_step=(now - t_tick) / steps))
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum, frame):
         self.stop_requested = True
 
     def run(self):
+        """Train to cfg.kimg. Returns (status, snapshot path): 'done', 'interrupted' (Ctrl-C/SIGTERM: a snapshot
+        was saved) or 'diverged' (no snapshot of the bad state; the path is the last good one, or None)."""
         cfg, opts = self.cfg, self.opts
-        os.makedirs(opts.outdir, exist_ok=True)
-        every = lambda kimg: max(1, round(kimg * 1000 / cfg.batch))
-        snap_every, grid_every, tick_every = every(opts.snap_kimg), every(opts.grid_kimg), every(opts.tick_kimg)
-        if self.step == 0 and self.rank == 0:
+        if self.rank == 0:
+            os.makedirs(opts.outdir, exist_ok=True)
+        if self.resumed_from is None and self.step == 0 and self.rank == 0:
             from rtm_plugin.imle.grid import save_grid
             n = opts.grid_size
             save_grid(os.path.join(opts.outdir, 'reals.png'), self.images[:n * n], n)
-            self.save_grid()
+            self.save_grid('fakes_init.png')
         else:
-            self.trim_metrics()
+            self.repair_logs()
+        self.write_options()
+        every = lambda kimg: max(1, round(kimg * 1000 / cfg.batch))
+        snap_every, grid_every, tick_every = every(opts.snap_kimg), every(opts.grid_kimg), every(opts.tick_kimg)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         from tqdm import tqdm
         bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps), unit='step',
                    disable=not opts.progress or self.rank != 0, dynamic_ncols=True)
-        status, losses, t_tick = 'done', [], time.time()
+        tensorboard = TensorBoard(opts.outdir, time.time()) if self.rank == 0 else None
+        status, path = 'done', None
+        t_start = t_tick = time.time()
+        tick_index, nimg_tick, maintenance = 0, self.step * cfg.batch, 0.0
         try:
             while self.step < self.total_steps:
                 round_index = self.match_round(self.step)
@@ -269,28 +410,42 @@ class Trainer:
                     self.write_metrics(record)
                     bar.set_postfix_str(f'matched round {round_index}: {record["rejected_frac"]:.1%} rejected')
                 loss, lr = self.train_step()
-                losses.append(loss)
                 bar.update(1)
+                t_work = time.time()
                 if self.step % tick_every == 0 or self.step == self.total_steps:
-                    now = time.time()
-                    self.write_metrics(dict(kind='train', step=self.step, kimg=self.step * cfg.batch / 1000,
-                                            loss=float(np.mean(losses)), lr=lr,
-                                            sec_per_step=(now - t_tick) / len(losses)))
-                    bar.set_postfix(loss=f'{np.mean(losses):.4f}')
-                    losses, t_tick = [], now
+                    self.tick(tick_index, t_start, t_tick, nimg_tick, maintenance, tensorboard, bar)
+                    tick_index, nimg_tick, t_tick = tick_index + 1, self.step * cfg.batch, time.time()
+                    bar.set_postfix(loss=f'{loss:.4f}')
                 if self.step % grid_every == 0:
                     self.save_grid()
                 if self.step % snap_every == 0:
-                    self.save()
+                    path = self.save()
+                maintenance += time.time() - t_work
                 if D.any_rank(self.stop_requested, self.device) if self.world > 1 else self.stop_requested:
                     status = 'interrupted'
                     break
+            if self.step % grid_every:
+                self.save_grid()
+            if self.step % snap_every or status == 'interrupted':
+                path = self.save(metrics=status == 'done')
+            else:
+                path = self.snapshot_path()
+        except Diverged as e:
+            self.write_metrics(dict(kind='diverged', step=self.step, kimg=self.kimg, reason=str(e)))
+            self.divergence = str(e)
+            status, path = 'diverged', self.last_snapshot
         finally:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
-        if self.step % grid_every:
-            self.save_grid()
-        path = self.save() if (self.step % snap_every or status == 'interrupted') else \
-            os.path.join(opts.outdir, snapshot_name(self.step))
+            if tensorboard is not None:
+                tensorboard.close()
         return status, path
+
+def _rss_gb():
+    """Resident memory of this process in GiB (Linux), else None."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**30
+    except (OSError, ValueError, IndexError):
+        return None
