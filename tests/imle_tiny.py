@@ -25,3 +25,26 @@ def assert_same_state(a, b):
     assert a.keys() == b.keys()
     bad = [k for k in a if not np.array_equal(a[k].numpy(), b[k].numpy())]
     assert not bad, f'differ: {bad[:5]}'
+
+# The tiny setup as rtm-imle flags: 10 steps of 8 on 24 images (default run, or --data), no final evaluation.
+TINY_CLI = ['--kimg', '0.08', '--num-images', '24', '--batch', '8', '--z-dim', '16', '--w-dim', '16', '--width', '8',
+            '--rtm-h', '2', '--rtm-l', '1', '--rtm-tokens', '2', '--dec-blocks', '1x1,4m1,8m4,16m8',
+            '--force-factor', '3', '--force-resample', '2', '--eval-samples', '0', '--no-progress']
+
+def write_png_folder(folder, images):
+    """uint8 [N, 3, R, R] as numbered PNGs in folder (a --data folder)."""
+    import os
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    for i, x in enumerate(images):
+        Image.fromarray(np.asarray(x).transpose(1, 2, 0)).save(os.path.join(folder, f'{i:03d}.png'))
+    return str(folder)
+
+def snapshot_state(path):
+    """state_of() for a snapshot file: G, G_ema and the matched latents."""
+    from rtm_plugin.imle.checkpoint import load_snapshot
+    data = load_snapshot(str(path))
+    out = {f'G.{k}': v for k, v in data['G'].state_dict().items()}
+    out.update({f'G_ema.{k}': v for k, v in data['G_ema'].state_dict().items()})
+    out['latents'] = data['rs_imle']['latents']
+    return out

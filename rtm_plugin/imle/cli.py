@@ -32,12 +32,13 @@ def next_run_dir(outdir, desc):
     ids = [int(m.group(1)) for d in names if (m := re.match(r'(\d+)-', d))]
     return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
 
-def load_training_images(data, resolution, num_images, seed, skip_bad, log):
-    """(uint8 images, eval reals or None, training_set_kwargs)."""
+def load_training_images(data, resolution, num_images, seed, skip_bad, log, need_reals=True):
+    """(uint8 images, eval reals or None, training_set_kwargs). The default run's held-out reals are made only
+    when need_reals (some evaluation will use them)."""
     if data is None:
         from rtm_plugin.datasets.stacked_digits import make_stacked_digits
         images, _ = make_stacked_digits(num_images, resolution, seed=seed)
-        reals, _ = make_stacked_digits(10000, resolution, seed=seed + 1)
+        reals = make_stacked_digits(10000, resolution, seed=seed + 1)[0] if need_reals else None
         return images, reals, dict(name='stacked_digits', num_images=num_images, resolution=resolution, seed=seed)
     from rtm_plugin.imle.data import load_images
     found = load_images(data, resolution, skip_bad=skip_bad, max_images=num_images)
@@ -143,8 +144,11 @@ def _resolve_new(args, given, log):
     cfg = replace(base, **given)
     check_knn_backend(cfg.knn_backend)
     metrics = parse_metrics(args['metrics'])
+    detector = args['detector'] or ('digits' if data is None else None)
+    eval_samples = 10000 if args['eval_samples'] is None else args['eval_samples']
     images, reals, tsk = load_training_images(data, cfg.resolution if ('resolution' in given or not data) else None,
-                                              num_images, cfg.seed, args['skip_bad'], log)
+                                              num_images, cfg.seed, args['skip_bad'], log,
+                                              need_reals=bool(metrics or (eval_samples and detector)))
     if data and 'resolution' not in given:
         cfg = replace(cfg, resolution=int(images.shape[-1]))
     threads = args['threads']
@@ -156,8 +160,6 @@ def _resolve_new(args, given, log):
                       perceptual=args['perceptual'] or 'auto', lpips_vgg=args['lpips_vgg'],
                       lpips_lin=args['lpips_lin'], progress=not args['no_progress'], training_set_kwargs=tsk,
                       metrics=metrics, metric_reals=reals)
-    detector = args['detector'] or ('digits' if data is None else None)
-    eval_samples = 10000 if args['eval_samples'] is None else args['eval_samples']
     return Setup(cfg, opts, images, reals, None, opts.outdir, True, threads, eval_samples, detector)
 
 def _resolve_resume(args, given, log):
@@ -202,8 +204,11 @@ def _resolve_resume(args, given, log):
     check_knn_backend(cfg.knn_backend)
     num_images = tsk.get('num_images', state.get('num_images'))
     skip_bad = args['skip_bad'] or tsk.get('skip_bad', False)
-    images, reals, tsk = load_training_images(data, cfg.resolution, num_images, cfg.seed, skip_bad, log)
     metrics = parse_metrics(args['metrics']) if args['metrics'] is not None else tuple(saved.get('metrics', ()))
+    detector = args['detector'] or saved.get('detector') or ('digits' if data is None else None)
+    eval_samples = args['eval_samples'] if args['eval_samples'] is not None else saved.get('eval_samples', 10000)
+    images, reals, tsk = load_training_images(data, cfg.resolution, num_images, cfg.seed, skip_bad, log,
+                                              need_reals=bool(metrics or (eval_samples and detector)))
     run_dir = os.path.dirname(os.path.abspath(snapshot.path))
     opts = RunOptions(outdir=run_dir, snap_kimg=args['snap_kimg'] or saved.get('snap_kimg') or
                       (25.0 if data is None else 50.0), grid_kimg=args['grid_kimg'] or saved.get('grid_kimg', 10.0),
@@ -211,8 +216,6 @@ def _resolve_resume(args, given, log):
                       lpips_vgg=lpips_vgg, lpips_lin=lpips_lin, progress=not args['no_progress'],
                       training_set_kwargs=tsk, run_id=state.get('run_id'), metrics=metrics, metric_reals=reals,
                       snapshot_unit=saved.get('snapshot_unit', 'step'), allow_changes=not exact)
-    detector = args['detector'] or saved.get('detector') or ('digits' if data is None else None)
-    eval_samples = args['eval_samples'] if args['eval_samples'] is not None else saved.get('eval_samples', 10000)
     return Setup(cfg, opts, images, reals, snapshot, run_dir, False, threads, eval_samples, detector)
 
 def _existing(path):

@@ -6,6 +6,7 @@ a crash of the machine itself; `repair` (run on resume) drops any line that does
 Non-finite floats are written as null: NaN and Infinity are not JSON, and readers of the logs choke on them.
 """
 
+import errno
 import json
 import math
 import os
@@ -35,10 +36,12 @@ def append_line(path, text):
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         written = os.write(fd, data)
-        if written != len(data):        # only a full disk does this to a regular file
-            raise OSError(28, f'short write ({written} of {len(data)} bytes)', path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from e     # name the file, as open() errors do
     finally:
         os.close(fd)
+    if written != len(data):            # only a full disk does this to a regular file
+        raise OSError(errno.ENOSPC, f'short write ({written} of {len(data)} bytes)', path)
 
 def append_json(path, record):
     append_line(path, json.dumps(jsonable(record), allow_nan=False))
