@@ -24,6 +24,7 @@ setup(
         'test': ['pytest', 'prdc', 'scikit-image', 'faiss-cpu'],
         'faiss': ['faiss-cpu'],
         'video': ['imageio', 'imageio-ffmpeg'],
+        'tensorboard': ['tensorboard'],
     },
     entry_points={'console_scripts': [
         'rtm-eval=rtm_plugin.metrics.cli:main',

@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from imle_tiny import TINY, TINY_CLI, assert_same_state, snapshot_state, state_of, tiny_images
 from rtm_plugin.imle.checkpoint import latest_snapshot, load_snapshot
 from rtm_plugin.imle.cli import main
-from rtm_plugin.imle.runlog import append_json
 from rtm_plugin.imle.train import RunOptions, Trainer
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -121,8 +120,8 @@ def test_torn_logs_broken_snapshots_and_stale_temporaries_do_not_block_resume(tm
     open(os.path.join(run_dir, '.network-snapshot-000006.pkl.k3j_x9q2.tmp'), 'wb').write(good[:100])
     result = invoke(['--resume', run_dir, '--kimg', '0.16'])
     assert result.exit_code == 0, result.output
-    for name, why in (('000009', 'empty file (0 bytes)'), ('000008', 'truncated or not a pickle'),
-                      ('000007', 'truncated or not a pickle')):
+    for name, why in (('000009', 'empty file (0 bytes)'), ('000008', 'not a network pickle, or truncated'),
+                      ('000007', 'not a network pickle, or truncated')):
         assert f'resume: skipped network-snapshot-{name}.pkl ({why}' in result.output
     assert 'removed .network-snapshot-000006.pkl.k3j_x9q2.tmp' in result.output
     assert 'resuming network-snapshot-000000.pkl, step 10' in result.output
@@ -133,6 +132,7 @@ def test_torn_logs_broken_snapshots_and_stale_temporaries_do_not_block_resume(tm
     assert load_snapshot(os.path.join(run_dir, 'network-snapshot-000000.pkl'))['rs_imle']['step'] == 20
 
 def test_a_log_line_is_one_write(tmp_path, monkeypatch):
+    from rtm_plugin.imle.runlog import append_json
     writes = []
     real = os.write
     monkeypatch.setattr(os, 'write', lambda fd, data: writes.append(data) or real(fd, data))

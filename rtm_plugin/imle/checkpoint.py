@@ -55,8 +55,10 @@ def load_snapshot(path):
     try:
         with open(path, 'rb') as f:
             data = pickle.load(f)
+    except ImportError:                 # a pickle of classes that are not importable here (an upstream checkout)
+        raise
     except Exception as e:              # garbage makes pickle raise almost anything
-        raise ValueError(f'{path}: truncated or not a pickle ({type(e).__name__}: {e})') from None
+        raise ValueError(f'{path}: not a network pickle, or truncated ({type(e).__name__}: {e})') from None
     if not isinstance(data, dict) or 'G_ema' not in data:
         raise ValueError(f'{path}: not an RS-IMLE or StyleGAN snapshot (no G_ema)')
     return data
@@ -122,7 +124,7 @@ def find_resume(path, log=lambda m: None):
     for _, candidate in snapshot_files(path):
         try:
             data = load_snapshot(candidate)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, ImportError) as e:
             skipped.append(f'{os.path.basename(candidate)} ({str(e).replace(candidate + ": ", "")})')
             continue
         state = data.get('rs_imle')

@@ -148,8 +148,10 @@ class Tee:
         sys.stdout, sys.stderr = _TeeStream(sys.stdout, self.file), _TeeStream(sys.stderr, self.file)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         sys.stdout, sys.stderr = self.streams
+        if hasattr(exc, 'format_message'):     # a click error ends the run: keep its line in the log too
+            self.file.write(f'Error: {exc.format_message()}\n')
         self.file.close()
 
 class _TeeStream:
