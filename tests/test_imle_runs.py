@@ -2,12 +2,14 @@
 the data a run was trained with, snapshots of other runs and of earlier versions, divergence, one-line errors,
 and the StyleGAN2-ADA run-folder files (training_options.json, log.txt, stats.jsonl, TensorBoard, metrics)."""
 
+import importlib.util
+import io
 import json
 import os
-import pickle
 import re
 import shutil
 import signal
+import sys
 import zipfile
 
 import numpy as np
@@ -163,6 +165,9 @@ def test_runs_of_earlier_versions_resume_from_step_named_snapshots(tmp_path):
     assert result.exit_code == 0, result.output
     assert os.path.exists(tmp_path / 'network-snapshot-000020.pkl')
     assert load_snapshot(str(tmp_path / 'network-snapshot-000020.pkl'))['rs_imle']['step'] == 20
+    os.remove(tmp_path / 'network-snapshot-000020.pkl')     # the id-less snapshot still counts as this run's
+    result = invoke(['--resume', tmp_path, '--no-progress'])
+    assert result.exit_code == 0 and 'resuming network-snapshot-000010.pkl' in result.output, result.output
 
 # ---------------------------------------------------------------------- divergence
 def test_a_diverging_run_stops_and_keeps_its_last_good_snapshot(tmp_path):
@@ -184,7 +189,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_snapshot(tmp_path):
 def bad_crc_zip(path, images):
     with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as zf:
         for i, x in enumerate(images):
-            buf = __import__('io').BytesIO()
+            buf = io.BytesIO()
             Image.fromarray(np.asarray(x).transpose(1, 2, 0)).save(buf, format='PNG')
             zf.writestr(f'{i:03d}.png', buf.getvalue())
     raw = bytearray(open(path, 'rb').read())
@@ -201,7 +206,7 @@ def error_cases(tmp_path, monkeypatch):
     if os.geteuid() == 0:                       # root writes anywhere; answer as the kernel does for others
         real_access = os.access
         monkeypatch.setattr(os, 'access', lambda p, m, **kw: False if str(p) == str(readonly) else real_access(p, m, **kw))
-    monkeypatch.setitem(__import__('sys').modules, 'faiss', None)             # faiss not installed
+    monkeypatch.setitem(sys.modules, 'faiss', None)             # faiss not installed
     zipped = bad_crc_zip(tmp_path / 'bad.zip', tiny_images())
     return {
         'cuda': (['--device', 'cuda'], '--device cuda: torch sees no CUDA GPU here; use --device cpu'),
@@ -254,7 +259,7 @@ def test_run_folder_has_stylegan_files_and_metrics(tmp_path, monkeypatch):
     metric = [json.loads(l) for l in open(os.path.join(run_dir, 'metric-digits10k.jsonl'))]
     assert metric[-1]['metric'] == 'digits10k' and metric[-1]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
     assert 0 <= metric[-1]['results']['digits10k_modes'] <= 1000 and 'total_time_str' in metric[-1]
-    if __import__('importlib').util.find_spec('tensorboard'):
+    if importlib.util.find_spec('tensorboard'):
         assert any(n.startswith('events.out.tfevents.') for n in os.listdir(run_dir))
     for name in ('reals.png', 'fakes_init.png', 'fakes000000.png'):
         grid = np.asarray(Image.open(os.path.join(run_dir, name)))

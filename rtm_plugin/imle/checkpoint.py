@@ -89,13 +89,14 @@ def latest_snapshot(folder):
     found = snapshot_files(folder)
     return found[0][1] if found else None
 
-def read_run_id(folder):
-    """The run id in folder's training_options.json, or None (a run of an earlier version, or no such file)."""
+def read_options(folder):
+    """folder's training_options.json as a dict ({} for a run of an earlier version, or no readable file)."""
     try:
         with open(os.path.join(folder, OPTIONS_FILE)) as f:
-            return json.load(f).get('run_id')
-    except (OSError, ValueError, AttributeError):
-        return None
+            found = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 def remove_stale_temporaries(folder):
     """Delete the temporaries of writes that a kill interrupted; returns their names."""
@@ -119,7 +120,9 @@ def find_resume(path, log=lambda m: None):
         return Snapshot(path, data)
     if not os.path.isdir(path):
         raise FileNotFoundError(f'--resume {path}: no such file or folder')
-    run_id = read_run_id(path)
+    folder = read_options(path)
+    run_id = folder.get('run_id')
+    legacy_ok = folder.get('snapshot_unit') == 'step'       # a run of an earlier version, continued: no ids before
     skipped = []
     for _, candidate in snapshot_files(path):
         try:
@@ -130,7 +133,7 @@ def find_resume(path, log=lambda m: None):
         state = data.get('rs_imle')
         if state is None:
             skipped.append(f'{os.path.basename(candidate)} (no RS-IMLE training state)')
-        elif run_id is not None and state.get('run_id') != run_id:
+        elif run_id is not None and state.get('run_id') != run_id and not (legacy_ok and 'run_id' not in state):
             skipped.append(f'{os.path.basename(candidate)} (belongs to run {state.get("run_id")}, '
                            f'not to this folder\'s run {run_id})')
         else:
