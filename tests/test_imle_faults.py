@@ -45,15 +45,17 @@ KILL_DURING_SECOND_SNAPSHOT = r'''
 import os, signal, sys
 from dataclasses import replace
 import torch
+import rtm_plugin.cache as cache
 import rtm_plugin.imle.checkpoint as checkpoint
 from imle_tiny import TINY, tiny_images
 from rtm_plugin.imle.train import RunOptions, Trainer
 torch.set_num_threads(1)
-real, calls = checkpoint.atomic_write, []
+real, snapshots = cache.atomic_write, []
 
 def dying(path, write_fn, mode=None):
-    calls.append(path)
-    if len(calls) < 2:
+    if 'network-snapshot-' in str(path):
+        snapshots.append(path)
+    if len(snapshots) < 2 or 'network-snapshot-' not in str(path):
         return real(path, write_fn, mode)
     def half_then_kill(f):
         write_fn(f)
@@ -61,7 +63,7 @@ def dying(path, write_fn, mode=None):
         f.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     return real(path, half_then_kill, mode)
-checkpoint.atomic_write = dying
+cache.atomic_write = checkpoint.atomic_write = dying
 Trainer(replace(TINY, kimg=0.16), tiny_images(), RunOptions(outdir=sys.argv[1], snap_kimg=0.04, grid_kimg=1000,
         perceptual='fallback', progress=False), log=lambda m: None).run()
 '''
