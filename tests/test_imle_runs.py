@@ -215,7 +215,7 @@ def error_cases(tmp_path, monkeypatch):
         'readonly': (['--outdir', readonly / 'runs'], 'is not writable'),
         'faiss': (['--knn-backend', 'faiss'], 'faiss is not installed; pip install faiss-cpu'),
         'crc': (['--data', zipped], 'Bad CRC-32'),
-        'metric': (['--metrics', 'fid51k'], '--metrics: unknown fid51k'),
+        'metric': (['--metrics', 'fid50k_fulll'], '--metrics: unknown fid50k_fulll'),
     }
 
 @pytest.mark.parametrize('case', ['cuda', 'nonsense', 'file', 'readonly', 'faiss', 'crc', 'metric'])
@@ -238,17 +238,13 @@ def test_skip_bad_skips_a_zip_member_with_a_bad_crc(tmp_path):
     assert 'skipped 1 unreadable image(s)' in result.output and '23 images' in result.output
 
 # ---------------------------------------------------------------------- the run folder, as StyleGAN2-ADA's
-def test_run_folder_has_stylegan_files_and_metrics(tmp_path, monkeypatch):
-    from rtm_plugin.imle import snapshot_metrics
-    if snapshot_metrics.ADAPTER:                # 10k samples cost more than this test should; 500 check the same
-        detector, _, keys = snapshot_metrics.ADAPTED_METRICS['digits10k']
-        monkeypatch.setitem(snapshot_metrics.ADAPTED_METRICS, 'digits10k', (detector, 500, keys))
-    result = invoke(['--outdir', tmp_path, *TINY_CLI, '--perceptual', 'fallback', '--metrics', 'digits10k',
+def test_run_folder_has_stylegan_files_and_metrics(tmp_path):
+    result = invoke(['--outdir', tmp_path, *TINY_CLI, '--perceptual', 'fallback', '--metrics', 'modes1k',
                      '--eval-samples', '200'])
     assert result.exit_code == 0, result.output
     run_dir = only_run_dir(tmp_path)
     options = json.load(open(os.path.join(run_dir, 'training_options.json')))
-    assert options['config']['batch'] == 8 and options['threads'] == 1 and options['metrics'] == ['digits10k']
+    assert options['config']['batch'] == 8 and options['threads'] == 1 and options['metrics'] == ['modes1k']
     assert re.fullmatch(r'[0-9a-f]{12}', options['run_id']) and options['loss'].startswith('multiscale')
     log = open(os.path.join(run_dir, 'log.txt')).read()
     assert 'run folder:' in log and re.search(r'^tick 0 +kimg 0\.1', log, re.M) and 'rtm: modes ' in log
@@ -256,9 +252,9 @@ def test_run_folder_has_stylegan_files_and_metrics(tmp_path, monkeypatch):
     assert stats and all({'Progress/tick', 'Progress/kimg', 'Timing/sec_per_tick', 'Loss/G/loss', 'timestamp'}
                          <= set(s) for s in stats)
     assert set(stats[-1]['Loss/G/loss']) == {'num', 'mean', 'std'} and stats[-1]['Loss/G/loss']['num'] == 80
-    metric = [json.loads(l) for l in open(os.path.join(run_dir, 'metric-digits10k.jsonl'))]
-    assert metric[-1]['metric'] == 'digits10k' and metric[-1]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
-    assert 0 <= metric[-1]['results']['digits10k_modes'] <= 1000 and 'total_time_str' in metric[-1]
+    metric = [json.loads(l) for l in open(os.path.join(run_dir, 'metric-modes1k.jsonl'))]
+    assert metric[-1]['metric'] == 'modes1k' and metric[-1]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    assert 0 <= metric[-1]['results']['modes1k_modes'] <= 1000 and 'total_time_str' in metric[-1]
     if importlib.util.find_spec('tensorboard'):
         assert any(n.startswith('events.out.tfevents.') for n in os.listdir(run_dir))
     for name in ('reals.png', 'fakes_init.png', 'fakes000000.png'):

@@ -6,6 +6,7 @@ same signatures, result dicts and metric-<name>.jsonl lines as upstream's metric
 """
 
 import os
+import re
 import time
 
 import torch
@@ -18,15 +19,20 @@ try:
 except ImportError:
     ADAPTER = True
 
-# name -> (detector, generated samples, {evaluate_images key: result key})
-ADAPTED_METRICS = {
-    'fid50k_full': ('inception', 50000, {'fid': 'fid50k_full'}),
-    'is50k': ('inception', 50000, {'is': 'is50k_mean'}),
-    'pr50k3_full': ('vgg16', 50000, {'precision': 'pr50k3_full_precision', 'recall': 'pr50k3_full_recall'}),
-    'dc50k5_full': ('vgg16', 50000, {'density': 'dc50k5_full_density', 'coverage': 'dc50k5_full_coverage'}),
-    'digits10k': ('digits', 10000, {k: f'digits10k_{k}' for k in ('modes', 'kl', 'fid', 'precision', 'recall',
-                                                                   'density', 'coverage')}),
-}
+# metric_main's names: <family><N>k[<K>][_full][_digits]; N thousand generated images, the detector by family
+# (Inception for fid/is, VGG16 for pr/dc) or the digit classifier with _digits (modes: always digits).
+METRIC_RE = re.compile(r'(?P<family>fid|is|pr|dc|modes)(?P<n>\d+)k(?P<k>\d+)?(?P<full>_full)?(?P<digits>_digits)?$')
+FAMILY_DETECTOR = {'fid': 'inception', 'is': 'inception', 'pr': 'vgg16', 'dc': 'vgg16', 'modes': 'digits'}
+FAMILY_KEYS = {'fid': {'fid': ''}, 'is': {'is': '_mean'}, 'pr': {'precision': '_precision', 'recall': '_recall'},
+               'dc': {'density': '_density', 'coverage': '_coverage'}, 'modes': {'modes': '_modes', 'kl': '_kl'}}
+
+def parse_metric(name):
+    """(detector, generated samples, {evaluate_images key: result key}) of an adapted metric name, or None."""
+    m = METRIC_RE.match(name)
+    if m is None or (m['family'] == 'modes' and m['digits']):
+        return None
+    detector = 'digits' if m['digits'] else FAMILY_DETECTOR[m['family']]
+    return detector, int(m['n']) * 1000, {k: name + suffix for k, suffix in FAMILY_KEYS[m['family']].items()}
 
 def _format_time(seconds):
     s = int(round(seconds))
@@ -38,7 +44,7 @@ if ADAPTER:
         from rtm_plugin.imle.features import to_uint8
         from rtm_plugin.imle.train import EVAL, generate, seeded
         from rtm_plugin.metrics.evaluate import evaluate_images
-        default_detector, num, keys = ADAPTED_METRICS[metric]
+        default_detector, num, keys = parse_metric(metric)
         t0 = time.time()
         if fakes is None:
             z = torch.randn([num, G.z_dim], generator=seeded(seed, EVAL))
@@ -58,9 +64,11 @@ if ADAPTER:
             append_json(os.path.join(run_dir, f'metric-{result_dict["metric"]}.jsonl'), record)
         return record
 
-def known_metrics():
-    """The names --metrics accepts."""
+def is_valid_metric(name):
     if ADAPTER:
-        return sorted(ADAPTED_METRICS)
+        return parse_metric(name) is not None
     from rtm_plugin.metrics import metric_main
-    return sorted(getattr(metric_main, 'list_valid_metrics', lambda: ADAPTED_METRICS)())
+    return metric_main.is_valid_metric(name)
+
+EXAMPLES = 'fid50k_full, pr50k3_full, is50k, dc50k5_full, modes10k, fid10k_full_digits'
+
