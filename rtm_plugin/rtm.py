@@ -140,9 +140,32 @@ class AttentionBlock(torch.nn.Module):
         return rms_norm(h + self.channel_mix(h))
 
 #----------------------------------------------------------------------------
+# The moving average of W that truncation pulls toward (the mapping networks keep it; the trunk only carries it).
+
+@torch.no_grad()
+def update_w_avg(w_avg, w, beta):
+    """Moves the tracked average w_avg [w_dim] in place toward the batch mean of w [N, w_dim], as StyleGAN's
+    w_avg.copy_(w.mean(0).lerp(w_avg, beta)), except that rows holding a NaN or inf are left out of the mean, and a
+    batch without a finite row (or with no rows) leaves w_avg as it is: one bad sample must not make w_avg, and
+    every truncated sample after it, NaN for good. The arithmetic is in float32 at least (as rms_norm's statistics),
+    whatever the dtypes of w and w_avg, so a .half() or .bfloat16() mapper keeps its half w_avg. The skip is a
+    torch.where, not a Python branch: no host sync in the training loop. Shared by every mapper class; the
+    StyleGAN2-ADA one calls it through RecursiveTokenMapper.update_w_avg, which a pickle carries with rtm.py's source.
+    """
+    dtype = torch.promote_types(torch.promote_types(w.dtype, w_avg.dtype), torch.float32)
+    w = w.detach().to(dtype)
+    finite = w.isfinite().all(dim=1, keepdim=True)                  # [N, 1]
+    count = finite.sum()
+    mean = torch.where(finite, w, 0).sum(dim=0) / count.clamp_min(1)
+    avg = w_avg.to(dtype)
+    w_avg.copy_(torch.where(count > 0, mean.lerp(avg, beta), avg))
+
+#----------------------------------------------------------------------------
 
 class RecursiveTokenMapper(torch.nn.Module):
     """x [N, in_features] -> w [N, w_dim]. The parameter count does not depend on H or L."""
+
+    update_w_avg = staticmethod(update_w_avg)   # for mappers that must not import rtm_plugin (pickles; see above)
 
     def __init__(self,
         in_features,                # Input features: z_dim, or z_dim + embed_features when conditional.
