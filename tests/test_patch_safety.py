@@ -220,16 +220,22 @@ def test_two_concurrent_apply_processes_exactly_one_succeeds(tmp_path, cli):
             write(*args)
         slow_write.done = False
         engine.write_file = slow_write
-        while not os.path.exists({str(go)!r}):
+        open(os.path.join({str(tmp_path)!r}, 'ready-' + sys.argv[1]), 'w').close()
+        while not os.path.exists({str(go)!r}):     # both have imported: start together
             time.sleep(0.01)
         sys.argv = ['rtm-patch', 'apply', {str(root)!r}]
         cli.main()
     ''')
-    procs = [subprocess.Popen([sys.executable, '-c', script], env=cli.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    time.sleep(0.2)
+    procs = [subprocess.Popen([sys.executable, '-c', script, str(i)], env=cli.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f'ready-{i}').exists() for i in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     go.touch()
-    outs = [(p.wait(120), *p.communicate()) for p in procs]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        outs.append((p.returncode, out, err))
     codes = sorted(code for code, _, _ in outs)
     assert codes == [0, 1], outs
     loser = next(err for code, _, err in outs if code == 1)
