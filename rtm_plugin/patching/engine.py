@@ -328,7 +328,10 @@ def checkout_lock(root: Path):
             raise PatchError(f'{path}: cannot create the lock file ({err.strerror}); make {root} writable (and '
                              f'{LOCK_FILE} a plain file, if it is a link) and run again') from None
         if not _try_lock(fd):
-            holder = os.read(fd, 32).decode('ascii', 'replace').strip() or 'unknown'
+            try:
+                holder = os.read(fd, 32).decode('ascii', 'replace').strip() or 'unknown'
+            except OSError:     # msvcrt's lock also blocks reads
+                holder = 'unknown'
             os.close(fd)
             raise PatchError(f'another rtm-patch (pid {holder}) is changing {root} right now; wait until it has '
                              f'finished, then run this again')
