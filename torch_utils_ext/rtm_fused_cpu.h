@@ -14,6 +14,7 @@ struct CpuPolicy {
     static constexpr int J = 16;            // channel mix: gate/up columns per register tile
     static constexpr int JD = 16;           // channel mix: down columns per register tile
     static constexpr bool kVectorCols = true;
+    static constexpr bool kLdgWeights = false;
     static void sync() {}
 
     template <typename T>

@@ -1,8 +1,16 @@
 // The CUDA kernel of the fused RTM op: one launch runs f, or a whole no-grad recursion, for the batch.
 // Persistent-RNN style: each block loads the weights into shared memory once (the channel weights too when
 // they fit, else they stream from L2), then loops over tiles of samples whose carries stay in shared memory
-// for all steps. The arithmetic is rtm_fused.h's, shared with the CPU kernel. No torch here: this header
-// compiles alone (tests/test_fused_nvcc.py checks it for register spills).
+// for all steps. The arithmetic is rtm_fused.h's, shared with the CPU kernel. No torch and no CUDA header
+// here: this header compiles alone with nvcc (tests/test_fused_nvcc.py: registers, spills, no generic
+// loads) and with g++ under tests/cuda_emulation.h (tests/test_fused_kernel_emulation.py runs this very body
+// on CPU threads).
+//
+// Resource reports (nvcc 13.0, -O3, ptxas -v; tests/test_fused_nvcc.py keeps them free of spills and stack):
+//   rtm_kernel<float, true>  (channel weights in shared memory)  sm_80: 96 regs   sm_90: 96 regs
+//   rtm_kernel<float, false> (channel weights streamed, __ldg)   sm_80: 96 regs   sm_90: 96 regs
+// 0 bytes stack, 0 spill stores/loads; __launch_bounds__(256, 2) allows 128 registers, so two 256-thread
+// blocks fit an SM's 64K registers. Shared memory is all dynamic (see smem_layout in rtm_fused.h).
 
 #pragma once
 
@@ -11,12 +19,16 @@
 namespace rtm {
 
 // The GPU schedule: all threads of a block share a tile; adjacent threads take adjacent columns.
+// kSmemW: the channel weights are in shared memory (ld.shared), else they stream from global memory through
+// the read-only cache (ld.global.nc). A template parameter, so that no load is a generic one.
+template <bool kSmemW>
 struct GpuPolicy {
     static constexpr int DW = 1;                // token mix: one (sample, channel) column per thread
     static constexpr int R = gpu::kRowTile;     // channel mix: rows per register tile
     static constexpr int J = gpu::kColTile;     // channel mix: gate/up columns per register tile
     static constexpr int JD = gpu::kColTile;    // channel mix: down columns per register tile
     static constexpr bool kVectorCols = false;
+    static constexpr bool kLdgWeights = !kSmemW;
 
     __host__ __device__ static void sync() {
 #if defined(__CUDA_ARCH__)
@@ -24,7 +36,7 @@ struct GpuPolicy {
 #endif
     }
 
-    // RMSNorm over each row's D channels: a warp per row.
+    // RMSNorm over each row's D channels: a warp per row, the sum of squares by butterfly shuffles.
     template <typename T>
     __host__ __device__ static void row_norm(T* x, int rows, int ld, const Dims& d, T eps, int tid, int nt) {
 #if defined(__CUDA_ARCH__)
@@ -40,7 +52,7 @@ struct GpuPolicy {
 #endif
     }
 };
-static_assert(kPad % GpuPolicy::J == 0 && kPad % GpuPolicy::JD == 0, "the zero padding must cover whole tiles");
+static_assert(kPad % gpu::kColTile == 0, "the zero padding must cover whole tiles");
 static_assert(gpu::kThreads % 32 == 0, "row_norm uses whole warps");
 
 template <typename T> struct KernelArgs {
@@ -50,31 +62,44 @@ template <typename T> struct KernelArgs {
     Dims d;
     long long N;
     int nb, rows;                               // samples and padded rows per tile (the plan)
+    int ks_up, ks_down;                         // k parts of the channel GEMMs (the plan)
+    long long partial_elems;                    // their buffer
     int steps, L;
-    int block_mode, weights_in_smem;
+    int block_mode;
     T eps;
 };
 
 // Two blocks per SM: ptxas then allows up to 128 registers (left to itself it caps at 80 and spills).
-template <typename T>
+template <typename T, bool kSmemW>
 __global__ void __launch_bounds__(gpu::kThreads, 2) rtm_kernel(const KernelArgs<T> a) {
+    using P = GpuPolicy<kSmemW>;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sm = reinterpret_cast<T*>(smem_raw);
     const Dims& d = a.d;
-    const SmemLayout lay = smem_layout(d, a.rows, a.weights_in_smem != 0);
+    const SmemLayout lay = smem_layout(d, a.rows, kSmemW, a.partial_elems);
     const int tid = threadIdx.x, nt = blockDim.x;
+    const T* RTM_RESTRICT gw_tgu = a.w.tgu;
+    const T* RTM_RESTRICT gw_td = a.w.td;
 
-    for (int i = tid; i < 2 * d.Ht * d.S; i += nt) sm[lay.tgu + i] = a.w.tgu[i];
-    for (int i = tid; i < d.S * d.Ht; i += nt) sm[lay.td + i] = a.w.td[i];
-    if (a.weights_in_smem) {
-        for (long long i = tid; i < 2LL * d.D * d.Hcp; i += nt) sm[lay.cgu + i] = a.w.cgu[i];
-        for (long long i = tid; i < static_cast<long long>(d.Hc) * d.Dp; i += nt) sm[lay.cd + i] = a.w.cd[i];
+    for (int i = tid; i < 2 * d.Ht * d.S; i += nt) sm[lay.tgu + i] = __ldg(gw_tgu + i);
+    for (int i = tid; i < d.S * d.Ht; i += nt) sm[lay.td + i] = __ldg(gw_td + i);
+    Weights<T> w{sm + lay.tgu, sm + lay.td, a.w.cgu, a.w.cd};
+    if (kSmemW) {
+        const T* RTM_RESTRICT gw_cgu = a.w.cgu;
+        const T* RTM_RESTRICT gw_cd = a.w.cd;
+        for (long long i = tid; i < 2LL * d.D * d.Hcp; i += nt) sm[lay.cgu + i] = __ldg(gw_cgu + i);
+        for (long long i = tid; i < static_cast<long long>(d.Hc) * d.Dp; i += nt) sm[lay.cd + i] = __ldg(gw_cd + i);
+        w.cgu = sm + lay.cgu;
+        w.cd = sm + lay.cd;
     }
-    const Weights<T> w{sm + lay.tgu, sm + lay.td, a.weights_in_smem ? sm + lay.cgu : a.w.cgu,
-                       a.weights_in_smem ? sm + lay.cd : a.w.cd};
     T* zH = sm + lay.zH;
     T* zL = sm + lay.zL;
     T* z0 = sm + lay.z0;
+    const T* RTM_RESTRICT in_H = a.zH;
+    const T* RTM_RESTRICT in_L = a.zL;
+    const T* RTM_RESTRICT in_0 = a.z0;
+    T* RTM_RESTRICT out_H = a.oH;
+    T* RTM_RESTRICT out_L = a.oL;
 
     const long long sample = static_cast<long long>(d.S) * d.D;
     const long long tiles = ceil_div(a.N, a.nb);
@@ -82,25 +107,28 @@ __global__ void __launch_bounds__(gpu::kThreads, 2) rtm_kernel(const KernelArgs<
         const long long n0 = tile * a.nb;
         const int nbv = static_cast<int>(a.N - n0 < a.nb ? a.N - n0 : a.nb);
         const int valid = nbv * d.S;
-        __syncthreads();                        // the previous tile is stored
-        for (int i = tid; i < a.rows * lay.ld; i += nt) {
+        __syncthreads();                        // the previous tile is stored (and, first, the weights staged)
+        for (int i = tid; i < a.rows * lay.ld; i += nt) {      // zeros beyond the data: rows and columns
             const int r = i / lay.ld, c = i - r * lay.ld;
             const bool in = r < valid && c < d.D;
             const long long g = n0 * sample + static_cast<long long>(r) * d.D + c;
-            zL[i] = in ? a.zL[g] : T(0);
-            z0[i] = in ? a.z0[g] : T(0);
-            if (!a.block_mode) zH[i] = in ? a.zH[g] : T(0);
+            zL[i] = in ? __ldg(in_L + g) : T(0);
+            z0[i] = in ? __ldg(in_0 + g) : T(0);
+            if (!a.block_mode) zH[i] = in ? __ldg(in_H + g) : T(0);
         }
         __syncthreads();
-        const Tile<T> t{nbv, round_up(valid, GpuPolicy::R), lay.ld, lay.ldh, sm + lay.work, sm + lay.hidden};
+        Tile<T> t{nbv, round_up(valid, P::R), lay.ld, lay.ldh, sm + lay.work, sm + lay.hidden};
+        t.partial = sm + lay.partial;
+        t.ks_up = a.ks_up;
+        t.ks_down = a.ks_down;
         if (a.block_mode)
-            mixer_block<T, GpuPolicy>(zL, z0, nullptr, d, w, t, a.eps, tid, nt);
+            mixer_block<T, P>(zL, z0, nullptr, d, w, t, a.eps, tid, nt);
         else
-            recursion<T, GpuPolicy>(zH, zL, z0, a.steps, a.L, d, w, t, a.eps, tid, nt);
+            recursion<T, P>(zH, zL, z0, a.steps, a.L, d, w, t, a.eps, tid, nt);
         for (int i = tid; i < valid * d.D; i += nt) {
             const int r = i / d.D, c = i - r * d.D;
-            a.oL[n0 * sample + i] = zL[r * lay.ld + c];
-            if (!a.block_mode) a.oH[n0 * sample + i] = zH[r * lay.ld + c];
+            out_L[n0 * sample + i] = zL[r * lay.ld + c];
+            if (!a.block_mode) out_H[n0 * sample + i] = zH[r * lay.ld + c];
         }
     }
 }
