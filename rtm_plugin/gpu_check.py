@@ -6,7 +6,7 @@ Steps (each records ok / failed / skipped, its time and its figures; a failed st
   build        builds the fused op (CUDA with a GPU, else CPU) in this process
   tests        pytest: test_fused_cuda.py (GPU), test_fused_kernel_emulation.py, test_fused_nvcc.py
   sanitizer    compute-sanitizer racecheck, synccheck and memcheck on torch_utils_ext/rtm_fused_harness.cu
-               (three small shapes through every path of the kernel), when the tool is present
+               (four small shapes through every path of the kernel, clusters on sm_90), when the tool is present
   bench        RTM mapper forward, fused vs reference vs torch.compile(reference), batch 1, 16, 256, 4096,
                4 x 128 and 8 x 64 at (16,1); the op's GFLOP/s as % of FP32 peak
   latency      the paper's App. H protocol (20 warm-ups, median of 200, per image) for the whole few-shot

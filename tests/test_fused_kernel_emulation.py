@@ -20,11 +20,17 @@ SwiGLU over S, add, RMSNorm over tokens; channel SwiGLU over D, add, RMSNorm ove
 in torch's [out, in] layout, packed for the kernel by the driver exactly as rtm_fused.cpp's pack_weights.
 
 Checked once by hand (g++ 12.2): deleting the `P::sync()` after the token mix in rtm_fused.h's mixer_block
-makes all 12 cases fail (errors of 1.4 to 3.5 on outputs of RMS 1), and deleting the one after the split-k
-gate/up parts makes the 4 split-k cases with a split gate/up fail (NaN from the NaN-filled shared memory).
-Deleting the kernel's `__syncthreads()` after the tile load passes, and rightly: every thread then reads back
-only the elements it loaded itself (the load loop and mixer_block's first loop share one index pattern); it
-stays, so that the kernel does not depend on that coincidence.
+makes all cases fail (errors of 1.4 to 3.5 on outputs of RMS 1); deleting the one after the split-k gate/up
+parts makes the split-k cases fail (NaN from the NaN-filled shared memory); deleting the first
+`P::cluster_sync()` of the down projection's sum (every CTA's partial sums written) makes the 3 cluster cases
+fail (NaN). Two barriers are not caught: the kernel's `__syncthreads()` after the tile load (not needed
+today: every thread reads back only the elements it loaded itself, as the load loop and mixer_block's first
+loop share one index pattern; it stays so as not to depend on that), and the second `P::cluster_sync()`, a
+write-after-read guard that OS threads do not race through (a CTA would have to finish a whole token mix
+while a peer is still summing); both stay.
+
+Clusters (sm_90): the cluster's CTAs run together, each with its own shared memory, and the kernel's PTX
+cluster primitives (rank, id, barrier, load from a peer's shared memory) are emulated in namespace rtm.
 """
 
 import os
@@ -50,28 +56,55 @@ struct dim3 { unsigned x = 1, y = 1, z = 1; };
 thread_local dim3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
+// The blocks that run together: one, or the CTAs of one cluster. Each has its own shared memory, barrier,
+// warps and shuffle slots; `local` says which block a thread belongs to (its rank in the cluster).
 namespace emu {
-std::barrier<>* block_barrier = nullptr;
-std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-alignas(8) unsigned char lanes[1024 * 8];              // one shuffle slot per thread of the block
+constexpr int kMaxBlocks = 4;
+constexpr size_t kSmem = 232448;                       // the H100's opt-in maximum per block
+thread_local int local = 0;
+alignas(16) unsigned char smem[kMaxBlocks][kSmem];
+std::barrier<>* block_barrier[kMaxBlocks];
+std::vector<std::unique_ptr<std::barrier<>>> warp_barriers[kMaxBlocks];
+std::barrier<>* cluster_barrier = nullptr;
+long long cluster_id = 0, cluster_count = 1;
+alignas(8) unsigned char lanes[kMaxBlocks][1024 * 8];  // one shuffle slot per thread of a block
+inline unsigned char* block_smem() { return smem[local]; }
 }
 
-inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { emu::block_barrier[emu::local]->arrive_and_wait(); }
 
 template <typename T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
     if (mask != 0xffffffffu) std::abort();             // the kernel only shuffles whole warps
     const int t = threadIdx.x, warp = t / 32, lane = t % 32;
-    std::memcpy(emu::lanes + 8 * t, &v, sizeof(T));
-    emu::warp_barriers[warp]->arrive_and_wait();         // every lane has written
+    unsigned char* slots = emu::lanes[emu::local];
+    std::memcpy(slots + 8 * t, &v, sizeof(T));
+    emu::warp_barriers[emu::local][warp]->arrive_and_wait();    // every lane has written
     T r;
-    std::memcpy(&r, emu::lanes + 8 * (warp * 32 + (lane ^ lane_mask)), sizeof(T));
-    emu::warp_barriers[warp]->arrive_and_wait();         // every lane has read before the slots are reused
+    std::memcpy(&r, slots + 8 * (warp * 32 + (lane ^ lane_mask)), sizeof(T));
+    emu::warp_barriers[emu::local][warp]->arrive_and_wait();    // every lane has read before the slots are reused
     return r;
 }
 template <typename T> T __ldg(const T* p) { return *p; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 
+// The cluster primitives that rtm_fused_kernel.cuh writes in PTX for sm_90.
+namespace rtm {
+inline int rtm_cluster_rank() { return emu::local; }
+inline long long rtm_cluster_id() { return emu::cluster_id; }
+inline long long rtm_cluster_count() { return emu::cluster_count; }
+inline void rtm_cluster_barrier() { emu::cluster_barrier->arrive_and_wait(); }
+inline float rtm_load_peer(const float* p, int rank) {     // the same offset in CTA `rank`'s shared memory
+    const long long off = reinterpret_cast<const unsigned char*>(p) - emu::smem[emu::local];
+    if (off < 0 || off + 4 > (long long)emu::kSmem || rank < 0 || rank >= emu::kMaxBlocks) std::abort();
+    float v;
+    std::memcpy(&v, emu::smem[rank] + off, 4);
+    return v;
+}
+}
+
+#define RTM_CUDA_EMULATION 1
+#define RTM_DYNAMIC_SMEM(name) unsigned char* name = emu::block_smem()
 #define __CUDACC__ 1
 #define __CUDA_ARCH__ 900
 #define __global__
@@ -92,23 +125,35 @@ DRIVER = r'''
 #include "cuda_emulation.h"
 #include "rtm_fused_kernel.cuh"
 
-namespace rtm { __attribute__((aligned(16))) unsigned char smem_raw[232448]; }     // the H100's opt-in maximum
 using namespace rtm;
 
-template <bool kSmemW> void launch(int grid, long long smem_bytes, const KernelArgs<float>& a) {
-    if (smem_bytes > (long long)sizeof(smem_raw)) std::abort();
+// Clusters (or single blocks) one after another: they share nothing. The C blocks of a cluster run together.
+template <bool kSmemW, int C> void launch(int grid, long long smem_bytes, const KernelArgs<float>& a) {
+    if (smem_bytes > (long long)emu::kSmem || grid % C != 0 || C > emu::kMaxBlocks) std::abort();
     gridDim.x = grid;
     blockDim.x = gpu::kThreads;
-    for (int b = 0; b < grid; ++b) {                    // blocks share nothing: one after another
+    emu::cluster_count = grid / C;
+    for (int cl = 0; cl < grid / C; ++cl) {
         const float nan = std::nanf("");
-        for (size_t i = 0; i < sizeof(smem_raw) / 4; ++i) std::memcpy(smem_raw + 4 * i, &nan, 4);
-        std::barrier<> bar(gpu::kThreads);
-        emu::block_barrier = &bar;
-        emu::warp_barriers.clear();
-        for (int w = 0; w < gpu::kThreads / 32; ++w) emu::warp_barriers.emplace_back(new std::barrier<>(32));
+        for (int r = 0; r < C; ++r)
+            for (size_t i = 0; i < emu::kSmem / 4; ++i) std::memcpy(emu::smem[r] + 4 * i, &nan, 4);
+        std::vector<std::unique_ptr<std::barrier<>>> bars;
+        for (int r = 0; r < C; ++r) {
+            bars.emplace_back(new std::barrier<>(gpu::kThreads));
+            emu::block_barrier[r] = bars.back().get();
+            emu::warp_barriers[r].clear();
+            for (int w = 0; w < gpu::kThreads / 32; ++w) emu::warp_barriers[r].emplace_back(new std::barrier<>(32));
+        }
+        std::barrier<> cluster_bar(C * gpu::kThreads);
+        emu::cluster_barrier = &cluster_bar;
+        emu::cluster_id = cl;
         std::vector<std::thread> pool;
-        for (int t = 0; t < gpu::kThreads; ++t)
-            pool.emplace_back([&a, t, b] { threadIdx.x = t; blockIdx.x = b; rtm_kernel<float, kSmemW>(a); });
+        for (int r = 0; r < C; ++r)
+            for (int t = 0; t < gpu::kThreads; ++t)
+                pool.emplace_back([&a, t, r, cl] {
+                    emu::local = r; threadIdx.x = t; blockIdx.x = cl * C + r;
+                    rtm_kernel<float, kSmemW, C>(a);
+                });
         for (auto& th : pool) th.join();
     }
 }
@@ -153,7 +198,7 @@ void reference_block(std::vector<double>& x, const std::vector<double>& inj, int
 
 // One case: the kernel (float32) against the float64 recursion; prints the largest error and the plan.
 void run_case(const char* name, int N, int S, int D, double expansion, int steps, int L, bool block_mode,
-              long long smem_limit, int sms, bool force_stream) {
+              long long smem_limit, int sms, bool force_stream, int max_cluster = 1) {
     const int Ht = std::max(1, (int)std::lround(expansion * S * 2 / 3));
     const int Hc = std::max(1, (int)std::lround(expansion * D * 2 / 3));
     const Dims d = make_dims(S, D, Ht, Hc);
@@ -177,10 +222,13 @@ void run_case(const char* name, int N, int S, int D, double expansion, int steps
     std::vector<float> fH(zH.begin(), zH.end()), fL(zL.begin(), zL.end()), f0(z0.begin(), z0.end());
     std::vector<float> oH(n, std::nanf("")), oL(n, std::nanf(""));
 
-    Plan p = plan_gpu<gpu::kRowTile>(N, d, smem_limit, sms, sizeof(float));
+    Plan p = choose_plan<gpu::kRowTile>(N, d, smem_limit, sms, sizeof(float), max_cluster);
     while (force_stream && p.nb > 0 && p.weights_in_smem)       // less shared memory until the weights stream
         p = plan_gpu<gpu::kRowTile>(N, d, p.smem_bytes - 4, sms, sizeof(float));
-    if (p.nb == 0 || p.weights_in_smem == force_stream) { std::printf("%s BADPLAN\n", name); return; }
+    if (p.nb == 0 || p.weights_in_smem == force_stream || (max_cluster > 1) != (p.cluster > 1)) {
+        std::printf("%s BADPLAN\n", name);
+        return;
+    }
     KernelArgs<float> a{};
     a.zH = block_mode ? nullptr : fH.data(); a.zL = fL.data(); a.z0 = f0.data();
     a.oH = block_mode ? nullptr : oH.data(); a.oL = oL.data();
@@ -188,8 +236,11 @@ void run_case(const char* name, int N, int S, int D, double expansion, int steps
     a.d = d; a.N = N; a.nb = p.nb; a.rows = p.rows; a.ks_up = p.ks_up; a.ks_down = p.ks_down;
     a.partial_elems = p.partial_elems; a.steps = steps; a.L = L; a.block_mode = block_mode; a.eps = (float)eps;
     const long long tiles = ceil_div(N, p.nb);
-    const int grid = (int)std::min<long long>(tiles, sms);
-    if (p.weights_in_smem) launch<true>(grid, p.smem_bytes, a); else launch<false>(grid, p.smem_bytes, a);
+    const int grid = (int)std::min<long long>(tiles, sms / p.cluster) * p.cluster;
+    if (p.cluster == 4) launch<true, 4>(grid, p.smem_bytes, a);
+    else if (p.cluster == 2) launch<true, 2>(grid, p.smem_bytes, a);
+    else if (p.weights_in_smem) launch<true, 1>(grid, p.smem_bytes, a);
+    else launch<false, 1>(grid, p.smem_bytes, a);
 
     double err = 0;
     const int sample = S * D;
@@ -214,8 +265,8 @@ void run_case(const char* name, int N, int S, int D, double expansion, int steps
             err = (dl <= err && dh <= err) ? err : (std::isnan(dl) || std::isnan(dh) ? INFINITY : std::max(dl, dh));
         }
     }
-    std::printf("%s err=%.3g nb=%d rows=%d tiles=%lld grid=%d smem_weights=%d ks=%d,%d\n", name, err, p.nb, p.rows,
-                tiles, grid, (int)p.weights_in_smem, p.ks_up, p.ks_down);
+    std::printf("%s err=%.3g nb=%d rows=%d tiles=%lld grid=%d smem_weights=%d ks=%d,%d cluster=%d\n", name, err, p.nb,
+                p.rows, tiles, grid / p.cluster, (int)p.weights_in_smem, p.ks_up, p.ks_down, p.cluster);
     std::fflush(stdout);
 }
 
@@ -234,11 +285,15 @@ int main() {
     run_case("16x256",            3, 16, 256, 4.0, 1, 1, false, H100,   2, true);   // D=256: streamed
     run_case("2x40_block",        7,  2,  40, 4.0, 1, 1, true,  H100,   2, false);  // one block call
     run_case("4x128_block",       2,  4, 128, 4.0, 1, 1, true,  H100, 132, true);
+    // sm_90 clusters: the channel weights split over 4 (or 2) CTAs' shared memory, sums through their peers'.
+    run_case("4x128_cluster4",    1,  4, 128, 4.0, 2, 1, false, H100, 132, false, 4);
+    run_case("4x128_cluster4_tiles", 19, 4, 128, 4.0, 1, 1, false, H100, 8, false, 4);   // 2 clusters, 5 tiles
+    run_case("5x33_cluster2",     6,  5,  33, 4.0, 2, 1, false, 48 * 1024, 4, false, 4);
     return 0;
 }
 '''
 
-CASES = 12
+CASES = 15
 
 def compiler():
     return shutil.which(os.environ.get('CXX', 'c++')) or shutil.which('g++')
@@ -256,11 +311,13 @@ def test_cuda_kernel_body_on_cpu_threads_matches_float64_formula(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.strip().splitlines()
     assert len(lines) == CASES, run.stdout
-    seen = {'smem_weights=0': 0, 'smem_weights=1': 0, 'split': 0, 'unsplit': 0, 'multi_tile': 0}
+    seen = {'smem_weights=0': 0, 'smem_weights=1': 0, 'split': 0, 'unsplit': 0, 'multi_tile': 0, 'cluster=2': 0,
+            'cluster=4': 0}
     for line in lines:
         fields = dict(f.split('=') for f in line.split()[1:])
         assert float(fields['err']) < 2e-4, line        # float32 kernel vs float64 truth, after up to 6 block calls
         seen['smem_weights=' + fields['smem_weights']] += 1
         seen['split' if fields['ks'] != '1,1' else 'unsplit'] += 1
         seen['multi_tile'] += int(fields['tiles']) > int(fields['grid'])
+        seen['cluster=' + fields['cluster']] = seen.get('cluster=' + fields['cluster'], 0) + 1
     assert all(seen.values()), (seen, run.stdout)       # every path of the kernel was taken

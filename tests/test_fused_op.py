@@ -186,15 +186,19 @@ def test_bad_input_gets_a_clear_message(plugin):
 def test_shared_memory_plan_and_fallback(plugin):
     # H100: 227 KB per block, 132 SMs. 8 tokens x 64 keeps its channel weights in shared memory; the core
     # default 4 x 128 (512 KB of channel weights) streams them.
-    nb, rows, in_smem, nbytes, ks_up, ks_down = plugin.plan_cuda(4096, 8, 64, 21, 171, 232448, 132)
-    assert (nb, rows, in_smem) == (4, 32, True) and nbytes <= 232448
+    nb, rows, in_smem, nbytes, ks_up, ks_down, cluster = plugin.plan_cuda(4096, 8, 64, 21, 171, 232448, 132)
+    assert (nb, rows, in_smem, cluster) == (4, 32, True, 1) and nbytes <= 232448
     assert (ks_up, ks_down) == (1, 2)          # 128 down tiles for 256 threads: k in two parts
-    nb, rows, in_smem, nbytes, ks_up, ks_down = plugin.plan_cuda(4096, 4, 128, 11, 341, 232448, 132)
-    assert (nb, rows, in_smem, ks_up, ks_down) == (8, 32, False, 1, 1) and nbytes <= 232448
+    nb, rows, in_smem, nbytes, ks_up, ks_down, cluster = plugin.plan_cuda(4096, 4, 128, 11, 341, 232448, 132)
+    assert (nb, rows, in_smem, ks_up, ks_down, cluster) == (8, 32, False, 1, 1, 1) and nbytes <= 232448
+    # sm_90: the 524 KB of channel weights split over a cluster of 4 CTAs' shared memory, 33 clusters.
+    nb, rows, in_smem, nbytes, _, _, cluster = plugin.plan_cuda(4096, 4, 128, 11, 341, 232448, 132, max_cluster=4)
+    assert (nb, rows, in_smem, cluster) == (8, 32, True, 4) and nbytes <= 232448
+    assert plugin.plan_cuda(1, 4, 128, 11, 341, 232448, 132, 4)[6] == 4
     # Batch 1: a one-sample tile of 4 rows; 88 gate/up and 32 down register tiles, k split 2 and 8 ways so
     # that 176 and 256 of the 256 threads work.
     assert plugin.plan_cuda(1, 4, 128, 11, 341, 232448, 132)[:2] == (1, 4)
-    assert plugin.plan_cuda(1, 4, 128, 11, 341, 232448, 132)[4:] == (2, 8)
+    assert plugin.plan_cuda(1, 4, 128, 11, 341, 232448, 132)[4:] == (2, 8, 1)
     # A configuration whose single sample does not fit falls back with one warning.
     with pytest.warns(UserWarning, match='needs .* KB of shared memory'):
         assert not rtm_fused.fits_shared_memory(plugin, (4, 128, 11, 341), 64, 8 * 1024, 132)

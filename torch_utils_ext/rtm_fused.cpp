@@ -235,15 +235,19 @@ at::Tensor block_packed(const at::Tensor& x, const at::Tensor& inj, const std::v
 }
 
 // The GPU launch plan for a float32 batch: (samples per tile, rows per tile, channel weights in shared
-// memory, dynamic shared memory bytes, k parts of the gate/up and of the down GEMM). Samples per tile = 0:
-// no tile fits in smem_limit; the bytes are then what one sample would need.
-std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t> plan_cuda(int64_t N, int64_t S, int64_t D, int64_t Ht, int64_t Hc,
-                                                     int64_t smem_limit, int64_t num_sms) {
+// memory, dynamic shared memory bytes, k parts of the gate/up and of the down GEMM, CTAs per cluster).
+// Samples per tile = 0: no tile fits in smem_limit; the bytes are then what one sample would need.
+// max_cluster: 4 on sm_90 (thread-block clusters), 1 before.
+std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t, int64_t> plan_cuda(
+        int64_t N, int64_t S, int64_t D, int64_t Ht, int64_t Hc, int64_t smem_limit, int64_t num_sms,
+        int64_t max_cluster) {
     TORCH_CHECK(N >= 0 && S > 0 && D > 0 && Ht > 0 && Hc > 0, "rtm_fused: plan_cuda needs positive sizes");
     const auto d = rtm::make_dims(static_cast<int>(S), static_cast<int>(D), static_cast<int>(Ht),
                                   static_cast<int>(Hc));
-    const auto p = rtm::plan_gpu<rtm::gpu::kRowTile>(N, d, smem_limit, static_cast<int>(num_sms), sizeof(float));
-    return {p.nb, p.rows, p.weights_in_smem, p.smem_bytes, p.ks_up, p.ks_down};
+    TORCH_CHECK(max_cluster == 1 || max_cluster == 2 || max_cluster == 4, "rtm_fused: max_cluster is 1, 2 or 4");
+    const auto p = rtm::choose_plan<rtm::gpu::kRowTile>(N, d, smem_limit, static_cast<int>(num_sms), sizeof(float),
+                                                        static_cast<int>(max_cluster));
+    return {p.nb, p.rows, p.weights_in_smem, p.smem_bytes, p.ks_up, p.ks_down, p.cluster};
 }
 
 }  // namespace
@@ -255,5 +259,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("recursion_packed", &recursion_packed, "recursion() with weights from pack()");
     m.def("block_packed", &block_packed, "block() with weights from pack()");
     m.def("plan_cuda", &plan_cuda, "GPU launch plan: (samples per tile, rows, weights in smem, smem bytes, "
-          "k parts gate/up, k parts down)");
+          "k parts gate/up, k parts down, CTAs per cluster)", py::arg("N"), py::arg("S"), py::arg("D"), py::arg("Ht"),
+          py::arg("Hc"), py::arg("smem_limit"), py::arg("num_sms"), py::arg("max_cluster") = 1);
 }

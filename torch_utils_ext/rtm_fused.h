@@ -378,7 +378,9 @@ RTM_HD void mixer_block(T* x, const T* inj, const T* inj2, const Dims& d, const 
     }
     const int down_cols = d.Dp / P::JD;                         // back to D channels, plus the residual
     const int down_items = groups * down_cols;
-    const bool down_split = t.ks_down > 1;
+    // Raw partial sums also when the hidden units are split over a cluster's CTAs (P::kCluster > 1): each
+    // CTA then holds the down projection over its own slice only, and the sum runs over all of them.
+    const bool down_split = t.ks_down > 1 || P::kCluster > 1;
     for (int i = tid; i < down_items * t.ks_down; i += nt) {
         const int part = i / down_items;
         tile_coords<P>(i - part * down_items, groups, down_cols, P::JD, r0, c0, cs);
@@ -388,13 +390,17 @@ RTM_HD void mixer_block(T* x, const T* inj, const T* inj2, const Dims& d, const 
     }
     P::sync();
     if (down_split) {                                           // the residual plus the k parts
+        P::cluster_sync();                                      // (cluster) every CTA's parts are written
         for (int i = tid; i < t.rows * d.Dp; i += nt) {
             const int r = i / d.Dp, c = i - r * d.Dp;
-            const T* p = t.partial + r * d.Dp + c;
             T acc = T(0);
-            for (int part = 0; part < t.ks_down; ++part, p += t.rows * d.Dp) acc += p[0];
+            for (int rank = 0; rank < P::kCluster; ++rank) {   // in rank order: every CTA sums alike
+                const T* p = t.partial + r * d.Dp + c;
+                for (int part = 0; part < t.ks_down; ++part, p += t.rows * d.Dp) acc += P::load_peer(p, rank);
+            }
             x[r * t.ld + c] += acc;
         }
+        P::cluster_sync();                                      // (cluster) all read before they are rewritten
         P::sync();
     }
 
@@ -460,12 +466,22 @@ RTM_HD int split_k(int items, int K, int threads) {
     return ks > 1 ? ks : 1;
 }
 
+// A cluster of `cluster` CTAs shares each tile and splits the channel mix's hidden units: CTA r holds the
+// gate/up columns and down rows of units [r*Hs, (r+1)*Hs), Hs = Hcp / cluster. Its dims are d with Hc and Hcp
+// both Hs (units past Hc have zero weights, so they add zero).
+RTM_HD Dims cluster_dims(const Dims& d, int cluster) {
+    Dims c = d;
+    if (cluster > 1) c.Hc = c.Hcp = d.Hcp / cluster;
+    return c;
+}
+
 struct Plan {
     int nb, rows;               // samples and padded token rows per tile; nb = 0: no tile fits
     bool weights_in_smem;       // channel weights held in shared memory, else streamed from global/L2
     long long smem_bytes;       // dynamic shared memory per block (for nb = 0: what one sample would need)
     int ks_up, ks_down;         // k parts of the channel GEMMs (1: no split)
     long long partial_elems;    // the split-k buffer
+    int cluster = 1;            // CTAs per cluster (> 1: the channel weights split over them, in smem)
 };
 
 // Persistent-RNN style: the token weights always live in shared memory; the channel weights too when they
@@ -473,9 +489,11 @@ struct Plan {
 // batches) split the channel GEMMs' k range, so that all warps work: at batch 1 of 4 x 128, the 4-row tile
 // has 88 gate/up and 32 down register tiles for 256 threads; split 2 and 8 ways, 176 and 256 threads work.
 template <int R>
-inline Plan plan_gpu(long long N, const Dims& d, long long smem_limit, int num_sms, int elem_size) {
+inline Plan plan_gpu(long long N, const Dims& d0, long long smem_limit, int num_sms, int elem_size, int cluster = 1) {
+    const Dims d = cluster_dims(d0, cluster);
+    const int units = cluster > 1 ? num_sms / cluster : num_sms;        // what works on tiles side by side
     int nb = gpu::kMaxRows / d.S;
-    const long long per_sm = ceil_div(N, num_sms > 0 ? num_sms : 1);   // small batches: one tile per SM
+    const long long per_sm = ceil_div(N, units > 0 ? units : 1);         // small batches: one tile per unit
     if (per_sm < nb) nb = static_cast<int>(per_sm);
     if (nb < 1) nb = 1;
     for (; nb >= 1; nb = nb > 1 ? nb / 2 : 0) {
@@ -483,20 +501,35 @@ inline Plan plan_gpu(long long N, const Dims& d, long long smem_limit, int num_s
         const int groups = rows / R;
         const int ks_up = split_k(groups * (d.Hcp / gpu::kColTile), d.D, gpu::kThreads);
         const int ks_down = split_k(groups * (d.Dp / gpu::kColTile), d.Hc, gpu::kThreads);
-        long long partial = 0;
-        if (ks_up > 1) partial = static_cast<long long>(ks_up) * rows * 2 * d.Hcp;
+        long long partial = cluster > 1 ? static_cast<long long>(rows) * d.Dp : 0;     // the cluster's sum
+        if (ks_up > 1 && static_cast<long long>(ks_up) * rows * 2 * d.Hcp > partial)
+            partial = static_cast<long long>(ks_up) * rows * 2 * d.Hcp;
         if (ks_down > 1 && static_cast<long long>(ks_down) * rows * d.Dp > partial)
             partial = static_cast<long long>(ks_down) * rows * d.Dp;
-        for (int in_smem = 1; in_smem >= 0; --in_smem) {
+        for (int in_smem = 1; in_smem >= (cluster > 1 ? 1 : 0); --in_smem) {
             for (int split = 1; split >= 0; --split) {          // without the split if its buffer does not fit
-                const long long bytes = smem_layout(d, rows, in_smem, split ? partial : 0).total * elem_size;
+                const long long need = split ? partial : (cluster > 1 ? static_cast<long long>(rows) * d.Dp : 0);
+                const long long bytes = smem_layout(d, rows, in_smem, need).total * elem_size;
                 if (bytes <= smem_limit)
-                    return Plan{nb, rows, in_smem == 1, bytes, split ? ks_up : 1, split ? ks_down : 1,
-                                split ? partial : 0};
+                    return Plan{nb, rows, in_smem == 1, bytes, split ? ks_up : 1, split ? ks_down : 1, need, cluster};
             }
         }
     }
-    return Plan{0, 0, false, smem_layout(d, round_up(d.S, R), false).total * elem_size, 1, 1, 0};
+    return Plan{0, 0, false, smem_layout(d, round_up(d.S, R), cluster > 1).total * elem_size, 1, 1, 0, cluster};
+}
+
+// The plan a launch uses: channel weights in one CTA's shared memory when they fit; else, where clusters
+// exist (max_cluster > 1: sm_90), split over a cluster of 2 or 4 CTAs; else streamed from global memory.
+template <int R>
+inline Plan choose_plan(long long N, const Dims& d, long long smem_limit, int num_sms, int elem_size,
+                        int max_cluster) {
+    const Plan one = plan_gpu<R>(N, d, smem_limit, num_sms, elem_size);
+    if (one.nb == 0 || one.weights_in_smem) return one;
+    for (int cluster = 2; cluster <= max_cluster; cluster *= 2) {
+        const Plan c = plan_gpu<R>(N, d, smem_limit, num_sms, elem_size, cluster);
+        if (c.nb > 0) return c;
+    }
+    return one;
 }
 
 }  // namespace rtm

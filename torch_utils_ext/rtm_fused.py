@@ -100,7 +100,7 @@ _warned_configs = set()
 def fits_shared_memory(plugin, dims, batch, smem_limit, num_sms):
     """True if a CUDA tile of this block fits in smem_limit bytes; otherwise warns once and returns False."""
     S, D, Ht, Hc = dims
-    nb, _, _, need, _, _ = plugin.plan_cuda(batch, S, D, Ht, Hc, smem_limit, num_sms)
+    nb, _, _, need, _, _, _ = plugin.plan_cuda(batch, S, D, Ht, Hc, smem_limit, num_sms)
     if nb > 0:
         return True
     if dims not in _warned_configs:
