@@ -111,15 +111,26 @@ class SwiGLU(torch.nn.Module):
 class MixerBlock(torch.nn.Module):
     """MLP-Mixer block: token-axis SwiGLU, add, RMSNorm; channel-axis SwiGLU, add, RMSNorm."""
 
+    # The contract with the fused op (torch_utils_ext/rtm_fused.py): a block with fusable = True computes
+    # exactly this forward from fused_weights() and eps, and its parameters are all that those depend on.
+    fusable = True
+    eps = 1e-5                                                  # of both RMSNorms
+
     def __init__(self, tokens, token_dim, expansion, lr_multiplier):
         super().__init__()
         self.token_mix = SwiGLU(tokens, expansion, lr_multiplier)
         self.channel_mix = SwiGLU(token_dim, expansion, lr_multiplier)
 
+    def fused_weights(self):
+        """The effective weights, torch [out, in] layout: token gate_up [2Ht, S], token down [S, Ht], channel
+        gate_up [2Hc, D], channel down [D, Hc]; gate rows first, then up rows."""
+        return [m.effective_weight() for m in (self.token_mix.gate_up, self.token_mix.down,
+                                                self.channel_mix.gate_up, self.channel_mix.down)]
+
     def forward(self, x, injection):                            # [N, S, D]
         h = (x + injection).transpose(1, 2)                     # [N, D, S]: mix along tokens
-        h = rms_norm(h + self.token_mix(h)).transpose(1, 2)     # normalised over tokens, as TRM's mlp_t
-        return rms_norm(h + self.channel_mix(h))
+        h = rms_norm(h + self.token_mix(h), self.eps).transpose(1, 2)   # normalised over tokens, as TRM's mlp_t
+        return rms_norm(h + self.channel_mix(h), self.eps)
 
 class AttentionBlock(torch.nn.Module):
     """The ablation: multi-head self-attention mixes the tokens, then the same channel mix."""
@@ -249,7 +260,7 @@ class RecursiveTokenMapper(torch.nn.Module):
             return self.halt(z0, z_H, z_L, f, H, L, halt_tol, H_min)
         trace = []
         with torch.no_grad():                                   # H-1 steps build no graph
-            if f is not self.block and not return_trace:        # fused: all of them in one op call
+            if getattr(f, 'runs_recursion', False) and not return_trace:    # fused: all of them in one op call
                 z_H, z_L = f.recursion(z_H, z_L, z0, H - 1, L)
             else:
                 for _ in range(H - 1):
