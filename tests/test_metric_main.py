@@ -37,10 +37,12 @@ def cache(tmp_path, digits_cache):
 def pytorch_fid_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """pytorch-fid's calculate_frechet_distance, written out independently from its published formula."""
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)     # pytorch-fid's disp=False
+        covmean = scipy.linalg.sqrtm(sigma1.dot(sigma2))
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
     covmean = covmean.real
     return diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
 

@@ -205,7 +205,8 @@ def reference_stats(real, spec, detector, fake_shape, *, resize=False, batch_siz
     stats = stream_features(images, lambda b: detector.features(b, batch_size=batch_size),
                             capture_all=spec.needs_all_features, batch_size=batch_size, progress=progress,
                             desc=f'{spec.name}: reals ({detector_name(detector)})')
-    ref = ReferenceStats(stats.mu, stats.sigma, stats.num, stats.features, detector_name(detector),
+    mu, sigma = (None, None) if stats.capture_all else stats.moments()
+    ref = ReferenceStats(mu, sigma, stats.num, stats.features, detector_name(detector),
                          images.shape[1] if images.shape[1] == images.shape[2] else None, source=images.name)
     if paths:
         save_stats(paths[-1] if spec.needs_all_features else paths[0], ref, images.fingerprint())
@@ -217,7 +218,7 @@ def detector_name(detector):
 def _check_npz(ref, spec, fake_shape, resize):
     if spec.needs_all_features and ref.features is None:
         raise ValueError(f'{ref.source} holds only mu and sigma, which serve FID; {spec.name} needs the real images '
-                         '(or statistics cached with their features)')
+                         '(or a statistics file with their features)')
     if ref.detector is not None and ref.detector != spec.detector:
         raise ValueError(f'{ref.source} was computed with the {ref.detector} detector, but {spec.name} uses '
                          f'{spec.detector}')
@@ -277,12 +278,12 @@ def _compute(spec, detector, fake_images, ref, batch_size, progress):
         return {f'{name}_modes': stats['modes'], f'{name}_kl': stats['kl']}
     fake = stream_features(fake_images, lambda b: detector.features(b, batch_size=batch_size),
                            capture_all=spec.needs_all_features, batch_size=batch_size, progress=progress, desc=desc)
-    if len(ref.mu) != len(fake.mu):
-        raise ValueError(f'the reference statistics ({ref.source}) have {len(ref.mu)} dimensions but the '
-                         f'{detector_name(detector)} features have {len(fake.mu)}')
-    _warn_small(spec, ref.num if ref.num is not None else fake.num, fake.num, len(fake.mu))
+    if ref.dim != fake.dim:
+        raise ValueError(f'the reference statistics ({ref.source}) have {ref.dim} dimensions but the '
+                         f'{detector_name(detector)} features have {fake.dim}')
+    _warn_small(spec, ref.num if ref.num is not None else fake.num, fake.num, fake.dim)
     if spec.family == 'fid':
-        return {name: fid_from_stats(ref.mu, ref.sigma, fake.mu, fake.sigma)}
+        return {name: fid_from_stats(*ref.moments(), *fake.moments())}
     if spec.family == 'kid':
         from rtm_plugin.metrics.kid import kernel_inception_distance
         return {name: kernel_inception_distance(ref.features, fake.features, KID_SUBSETS, KID_SUBSET_SIZE)}
