@@ -243,6 +243,11 @@ def test_samples_from_G_depend_on_the_seed_not_the_batch(cache):
         c = calc_metric('fid1k_full_digits', seed=1, **kw)['results']
     assert a == pytest.approx(b, rel=1e-9) and a != pytest.approx(c, rel=1e-3)
     assert G.training and torch.equal(G.w_avg, torch.zeros(16))
+    fakes = metric_main.sample_images(G, 1000, seed=1, batch_size=250)                  # the same samples, kept
+    assert fakes.dtype == np.uint8 and fakes.shape == (1000, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', MetricWarning)
+        assert calc_metric('fid1k_full_digits', fakes=fakes, real=real, cache_dir=cache)['results'] == pytest.approx(c)
     with pytest.raises(ValueError, match='real images are 3x32x32'):
         calc_metric('fid1k_full_digits', G=G, real=make_stacked_digits(10, 32)[0], cache_dir=cache)
 

@@ -189,6 +189,14 @@ def test_bad_sets_are_named(tmp_path, cache):
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / 'z.png')
     with pytest.raises(ValueError, match=r'z\.png is 9x9 .* share one size'):
         read_images(mixed)
+    with zipfile.ZipFile(tmp_path / 'crc.zip', 'w', zipfile.ZIP_STORED) as z:
+        z.writestr('a.png', (mixed / '00000.png').read_bytes())
+    data = bytearray((tmp_path / 'crc.zip').read_bytes())
+    data[data.index(b'IDAT') + 8] ^= 0xFF                                      # corrupt a byte: the CRC no longer fits
+    (tmp_path / 'crc.zip').write_bytes(bytes(data))
+    message = error_line(invoke('--real', tmp_path / 'crc.zip', '--fake', tmp_path / 'crc.zip', '--metrics',
+                                'fid1k_full_digits', '--cache-dir', cache))
+    assert 'crc.zip:a.png: cannot read the file (BadZipFile' in message
     (mixed / 'z.png').write_bytes(b'truncated')
     with pytest.raises(ValueError, match=r'z\.png: cannot read image'):
         read_images(mixed)

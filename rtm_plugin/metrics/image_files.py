@@ -100,14 +100,17 @@ class FileImages(ImageSet):
         self.shape = self._read(*self._members[0], archive=None).shape
 
     def _read(self, display, member, archive):
-        if self._zip is None:
-            with open(display, 'rb') as f:
-                data = f.read()
-        elif archive is None:
-            with zipfile.ZipFile(self._zip) as z:
-                data = z.read(member)
-        else:
-            data = archive.read(member)
+        try:
+            if self._zip is None:
+                with open(display, 'rb') as f:
+                    data = f.read()
+            elif archive is None:
+                with zipfile.ZipFile(self._zip) as z:
+                    data = z.read(member)
+            else:
+                data = archive.read(member)
+        except (OSError, zipfile.BadZipFile, EOFError) as e:      # a bad CRC is a BadZipFile
+            raise ValueError(f'{display}: cannot read the file ({type(e).__name__}: {e})') from None
         return self._finish(decode_image(data, display))
 
     def _hash(self):

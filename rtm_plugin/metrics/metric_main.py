@@ -165,6 +165,11 @@ class GeneratedImages(ImageSet):
     def fingerprint(self):
         return None                 # a generator's samples are never cached
 
+def sample_images(G, num, seed=0, batch_size=256):
+    """uint8 numpy [num, C, H, W]: the very samples calc_metric(G=G, seed=seed) draws, generated once, e.g. to
+    compute several metrics of one snapshot from `fakes=` without sampling G for each."""
+    return np.concatenate(list(GeneratedImages(G, num, seed).batches(batch_size)))
+
 # ----------------------------------------------------------------------------------------------------------------
 # Reals
 
