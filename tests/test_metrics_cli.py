@@ -155,7 +155,7 @@ def test_cli_reads_stats_npz(sets, cache):
     (('--metrics', 'fid50k_digits'), 'fid50k_digits needs 50000 generated images but'),
     (('--metrics', 'fid1k_full_digits,fidd'), "unknown metric 'fidd'"),
     (('--metrics', ','), 'give at least one metric name'),
-    (('--metrics', 'fid1k_full', '--detector', 'my.pt', '--metrics', 'fid1k_full,pr1k3'), 'cannot tell whether'),
+    (('--metrics', 'fid1k_full,pr1k3', '--detector', 'my.pt'), 'cannot tell whether'),
     (('--device', 'nonsense'), '--device nonsense'),
     (('--device', 'cuda:0'), 'no CUDA device') if not torch.cuda.is_available() else (('--device', 'x'), '--device x'),
 ])
