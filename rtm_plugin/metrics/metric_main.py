@@ -264,7 +264,7 @@ def _warn_small(spec, n_real, n_fake, dim):
         warnings.warn(f'{spec.name}: {n_fake // IS_SPLITS} samples per split (of {IS_SPLITS}); below '
                       f'{KNN_MIN_SAMPLES} the Inception Score is biased low', MetricWarning)
 
-def _compute(spec, detector, fake_images, ref, batch_size, progress):
+def _compute(spec, detector, fake_images, ref, batch_size, progress, device):
     from rtm_plugin.metrics.fid import fid_from_stats, inception_score
     from rtm_plugin.metrics.manifold import density_coverage, precision_recall
     desc = f'{spec.name}: generated ({detector_name(detector)})'
@@ -291,8 +291,10 @@ def _compute(spec, detector, fake_images, ref, batch_size, progress):
         return {name: fid_from_stats(*ref.moments(), *fake.moments())}
     if spec.family == 'kid':
         from rtm_plugin.metrics.kid import kernel_inception_distance
-        return {name: kernel_inception_distance(ref.features, fake.features, KID_SUBSETS, KID_SUBSET_SIZE)}
-    real_f, fake_f = torch.from_numpy(ref.features), torch.from_numpy(fake.features)
+        return {name: kernel_inception_distance(ref.features, fake.features, KID_SUBSETS, KID_SUBSET_SIZE,
+                                                device=device)}
+    # the k-NN passes run where the detector runs (a GPU for 200k x 50k distances), in float64
+    real_f, fake_f = torch.from_numpy(ref.features).to(device), torch.from_numpy(fake.features).to(device)
     if spec.family == 'pr':
         r = precision_recall(real_f, fake_f, k=spec.k)
         return {f'{name}_precision': r['precision'], f'{name}_recall': r['recall']}
@@ -334,7 +336,7 @@ def calc_metric(metric, *, G=None, fakes=None, real=None, device='cpu', seed=0, 
             raise ValueError(f'{spec.name} compares against real images: pass real')
         ref = reference_stats(real, spec, det, fake_images.shape, resize=resize, batch_size=batch_size,
                               cache_dir=cache_dir, progress=progress)
-    results = _compute(spec, det, fake_images, ref, batch_size, progress)
+    results = _compute(spec, det, fake_images, ref, batch_size, progress, device)
     total = time.time() - start
     return dict(results=results, metric=spec.name, total_time=total, total_time_str=format_time(total), num_gpus=1)
 
