@@ -180,9 +180,9 @@ def test_noisy_training_is_the_same_in_shards_and_after_resume(tmp_path):
     training from a snapshot reproduces the uninterrupted run bit for bit."""
     from imle_tiny import TINY, assert_same_state, state_of, tiny_images
     from rtm_plugin.imle.train import POOL_NOISE, generate, noise_seeds
-    cfg = replace(TINY, noise=True, decoder='convnext', dec_blocks='1x1,4m1,8m4,16m8', kimg=0.16)
+    cfg = replace(TINY, noise=True, decoder='convnext', dec_blocks='1x1,4m1,8m4,16m8', kimg=0.064)   # 8 steps
     images = tiny_images()
-    opts = lambda d: RunOptions(outdir=str(tmp_path / d), snap_kimg=0.08, grid_kimg=1000, perceptual='fallback',
+    opts = lambda d: RunOptions(outdir=str(tmp_path / d), snap_kimg=1000, grid_kimg=1000, perceptual='fallback',
                                 progress=False)
     a = Trainer(cfg, images, opts('a'), log=lambda m: None)
     a.run()
@@ -191,7 +191,7 @@ def test_noisy_training_is_the_same_in_shards_and_after_resume(tmp_path):
     seeds = noise_seeds(cfg.seed, POOL_NOISE, 0, 10)
     assert torch.allclose(generate(a.G, z, seeds=seeds), torch.cat([generate(a.G, z[:4], seeds=seeds[:4]),
                           generate(a.G, z[4:], seeds=seeds[4:])]), atol=1e-5)
-    b = Trainer(replace(cfg, kimg=0.08), images, opts('b'), log=lambda m: None)
+    b = Trainer(replace(cfg, kimg=0.04), images, opts('b'), log=lambda m: None)          # 5 steps: mid-epoch
     _, path = b.run()
     c = Trainer(cfg, images, opts('b'), resume=path, log=lambda m: None)
     c.run()
@@ -279,6 +279,28 @@ def test_without_preset_the_defaults_are_unchanged(tmp_path, monkeypatch):
     out, _ = dry_run()
     assert out['config'] == as_dict(DEFAULT_RUN) and out['eval_protocol'] is None and out['metrics'] == []
     assert resolve(None, {}, data='x').config == FEWSHOT
+
+def test_a_preset_run_through_the_cli_records_its_protocol(tmp_path):
+    from PIL import Image
+    from imle_tiny import tiny_images
+    (tmp_path / 'data').mkdir()
+    for i, img in enumerate(tiny_images(8)):
+        Image.fromarray(img.transpose(1, 2, 0)).save(tmp_path / 'data' / f'{i}.png')
+    result = CliRunner().invoke(main, ['--preset', 'fewshot-official', '--data', str(tmp_path / 'data'),
+                                       '--outdir', str(tmp_path / 'runs'), '--resolution', '16', '--width', '8',
+                                       '--z-dim', '16', '--w-dim', '16', '--kimg', '0.008', '--pool-multiple', '1',
+                                       '--force-factor', '2', '--eval-samples', '0', '--perceptual', 'fallback',
+                                       '--no-progress', '--ema-rampup'])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / 'runs' / os.listdir(tmp_path / 'runs')[0]
+    lines = [json.loads(l) for l in open(run_dir / 'metrics.jsonl')]
+    assert lines[-1]['eval_protocol'] == 'fewshot' and lines[-1]['protocol_metrics'] == ['fid5k_full', 'pr1k3_full']
+    state = pickle.load(open(sorted(run_dir.glob('network-snapshot-*.pkl'))[-1], 'rb'))['rs_imle']
+    assert state['config']['optimizer'] == 'adamw' and state['config']['ema_rampup'] is True
+
+def test_a_preset_needs_data():
+    result = CliRunner().invoke(main, ['--preset', 'fewshot'])
+    assert result.exit_code == 2 and 'pass --data' in result.output
 
 def test_every_setting_has_a_flag():
     names = {p.name for p in main.params}

@@ -83,8 +83,8 @@ def evaluate_generator(G, reals_u8, num_samples, detector, seed, device, batch=2
 @click.option('--rtm-dim', type=click.IntRange(min=1), help='RTM token width [z_dim / tokens]')
 @click.option('--rtm-block', type=click.Choice(['mlp', 'attention']), help='RTM block [mlp]')
 @click.option('--mlp-layers', type=click.IntRange(min=1), help='MLP mapper depth [8]')
-@click.option('--decoder', type=click.Choice(['fewshot', 'convnext', 'stylegan2']), help='Decoder [fewshot]')
-@click.option('--dec-blocks', help='Few-shot decoder block string, e.g. 1x4,4m1,4x4,8m4 [official, cut at resolution]')
+@click.option('--decoder', type=click.Choice(['fewshot', 'convnext', 'stylegan2']), help='Decoder: fewshot, convnext (App. C) or stylegan2 [fewshot]')
+@click.option('--dec-blocks', help='Decoder block string, e.g. 1x4,4m1,4x4,8m4 [fewshot: official, cut at resolution; convnext: App. C]')
 @click.option('--width', type=click.IntRange(min=4), help='Decoder width [384; 32 in the default run]')
 @click.option('--bottleneck', type=click.FloatRange(min=0, min_open=True), help='Few-shot block bottleneck ratio [0.25]')
 @click.option('--noise/--no-noise', default=None, help='Spatial noise injection at <= 256 px (App. C) [off; on in the paper presets]')
@@ -154,6 +154,9 @@ def main(data, outdir, resume, perceptual, lpips_vgg, lpips_lin, snap_kimg, grid
     if dry_run:
         print_dry_run(settings, data, given)
         return
+    if preset and not data and not resume:
+        raise click.UsageError(f'--preset {preset} is a setup for real data: pass --data (a folder or a zip; '
+                               f'rtm-imle-prepare makes one)')
     rank = int(os.environ.get('RANK', '0'))
     log = (lambda m: click.echo(m, err=True)) if rank == 0 else (lambda m: None)
     try:
