@@ -12,8 +12,7 @@ from dataclasses import dataclass, fields, replace
 
 import yaml
 
-from rtm_plugin.imle.config import (DEFAULT_RUN, DEFAULT_RUN_REASONS, FEWSHOT, OFFICIAL_SOURCES, IMLEConfig,
-                                    as_dict)
+from rtm_plugin.imle.config import DEFAULT_RUN, DEFAULT_RUN_REASONS, FEWSHOT, IMLEConfig, as_dict
 from rtm_plugin.imle.protocols import protocol_metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,7 +83,7 @@ def resolve(preset=None, flags=None, data=None, eval_protocol=None):
         protocol = p.eval_protocol
     else:
         base = FEWSHOT if data else DEFAULT_RUN
-        sources = {k: OFFICIAL_SOURCES.get(k, (None, 'ours'))[1] for k in FIELD_TYPES}
+        sources = dict(load_preset('fewshot-official').sources)        # FEWSHOT, value by value
         if not data:
             sources.update({k: f'default run: {why}' for k, (_, why) in DEFAULT_RUN_REASONS.items()})
         given = dict(flags)
