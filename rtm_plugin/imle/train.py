@@ -3,7 +3,7 @@
 Every `force_resample` epochs: draw a pool of ceil(force_factor * N) latents, render it with the current
 generator, drop pool samples within eps of any data point, give each data point the latent of its nearest
 surviving sample plus 0.001 * N(0, I). Between re-matches: minimise LPIPS + 0.1 MSE between G(latent_i) and
-x_i with AdamW, keeping an EMA of G.
+x_i with AdamW (official) or Adam (the paper), keeping an EMA of G.
 
 Everything random is drawn from generators seeded by (seed, purpose, counter), never from a global stream,
 so a run resumed from any snapshot takes exactly the steps the uninterrupted run takes, and K processes
@@ -27,25 +27,34 @@ from rtm_plugin.imle import distributed as D
 from rtm_plugin.imle.checkpoint import (atomic_write_text, load_snapshot, resolve_resume, rng_state, save_snapshot,
                                         set_rng_state, snapshot_name)
 from rtm_plugin.imle.config import as_dict, config_from_dict
+from rtm_plugin.imle.ema import ema_beta, ema_warning
 from rtm_plugin.imle.features import RandomProjection, to_signed, to_uint8
 from rtm_plugin.imle.generator import IMLEGenerator, NoDiscriminator
 from rtm_plugin.imle.matching import NO_MATCH, match_shard, merge_matches, pool_size
+from rtm_plugin.imle.optim import build_optimizer
 from rtm_plugin.imle.perceptual import ReconstructionLoss, build_perceptual
 
 # Purposes of the seeded random streams.
 ORDER, POOL, PERTURB, INIT, GRID, PROJECTION, EVAL = range(1, 8)
+NOISE, POOL_NOISE = 8, 9    # per-sample seeds of the decoder's spatial noise (training batches, pools)
 
 def seeded(seed, purpose, counter=0):
     state = np.random.SeedSequence([int(seed), purpose, int(counter)]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+def noise_seeds(seed, purpose, counter, n):
+    """n per-sample noise seeds (see DecoderBase.make_noise) for the stream (seed, purpose, counter)."""
+    return torch.randint(1 << 62, [n], generator=seeded(seed, purpose, counter))
 
 def build_generator(cfg):
     if cfg.map == 'rtm':
         mapping_kwargs = dict(H=cfg.rtm_h, L=cfg.rtm_l, tokens=cfg.rtm_tokens, token_dim=cfg.rtm_dim, block=cfg.rtm_block)
     else:
         mapping_kwargs = dict(num_layers=cfg.mlp_layers)
-    decoder_kwargs = {'fewshot': dict(width=cfg.width, bottleneck=cfg.bottleneck, blocks=cfg.dec_blocks),
-                      'convnext': dict(width=cfg.width)}.get(cfg.decoder, {})
+    decoder_kwargs = {'fewshot': dict(width=cfg.width, bottleneck=cfg.bottleneck, blocks=cfg.dec_blocks, noise=cfg.noise),
+                      'convnext': dict(width=cfg.width, blocks=cfg.dec_blocks, noise=cfg.noise)}.get(cfg.decoder, {})
+    if cfg.noise and cfg.decoder not in ('fewshot', 'convnext'):
+        raise ValueError(f'--noise applies to the fewshot and convnext decoders; {cfg.decoder} has its own noise inputs')
     return IMLEGenerator(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
                          map=cfg.map, mapping_kwargs=mapping_kwargs, decoder=cfg.decoder, decoder_kwargs=decoder_kwargs)
 
@@ -56,12 +65,14 @@ def learning_rate(cfg, step, num_images):
     return cfg.lr * warm * cfg.lr_decay_gamma ** (epochs // cfg.lr_decay_epochs)
 
 @torch.no_grad()
-def generate(G, z, batch=256):
-    """Images (float, raw decoder output) for latents z, in eval mode, without tracking w_avg."""
+def generate(G, z, batch=256, seeds=None):
+    """Images (float, raw decoder output) for latents z, in eval mode, without tracking w_avg. seeds: one noise
+    seed per latent (decoders with noise injection), else their noise comes from the global RNG."""
     was_training = G.training
     G.eval()
     device = next(G.parameters()).device
-    out = torch.cat([G(zz.to(device)).cpu() for zz in z.split(batch)]) if len(z) else torch.zeros(0)
+    kw = lambda i: {} if seeds is None else dict(noise_seeds=seeds[i * batch:(i + 1) * batch])
+    out = torch.cat([G(zz.to(device), **kw(i)).cpu() for i, zz in enumerate(z.split(batch))]) if len(z) else torch.zeros(0)
     G.train(was_training)
     return out
 
@@ -101,8 +112,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.G = build_generator(cfg).to(self.device).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                     weight_decay=cfg.weight_decay)
+        self.opt = build_optimizer(cfg, self.G.parameters())
         self.latents = torch.randn([self.num, cfg.z_dim], generator=seeded(cfg.seed, INIT))
         self.step, self.matched_round = 0, -1
         if resume is not None:
@@ -118,6 +128,8 @@ class Trainer:
         self.data_features = D.all_gather_cat(self.projection(to_signed(own)).to(self.device))
         self.pool = pool_size(self.num, cfg.force_factor, cfg.pool_multiple)
         self.total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
+        if self.rank == 0 and (warning := ema_warning(cfg, self.total_steps)):
+            log(warning)
         self._order_cache = {}
 
     # ------------------------------------------------------------------ schedule and order
@@ -142,7 +154,8 @@ class Trainer:
         cfg = self.cfg
         z_pool = torch.randn([self.pool, cfg.z_dim], generator=seeded(cfg.seed, POOL, round_index))
         own = D.shard(self.pool, self.rank, self.world)
-        feats = self.projection(generate(self.G, z_pool[own])).to(self.device)
+        seeds = noise_seeds(cfg.seed, POOL_NOISE, round_index, self.pool)[own] if cfg.noise else None
+        feats = self.projection(generate(self.G, z_pool[own], seeds=seeds)).to(self.device)
         m = match_shard(self.data_features, feats, cfg.eps, offset=own.start,
                         max_elements=cfg.knn_max_elements, backend=cfg.knn_backend)
         index, sq_dist = merge_matches(D.all_gather_stack(m.sq_dist), D.all_gather_stack(m.index))
@@ -167,11 +180,13 @@ class Trainer:
         lr = learning_rate(cfg, self.step, self.num)
         for group in self.opt.param_groups:
             group['lr'] = lr
-        loss = self.loss_fn(self.G_train(z), x).mean()
+        kw = dict(noise_seeds=noise_seeds(cfg.seed, NOISE, self.step, cfg.batch).tensor_split(self.world)[self.rank]
+                  ) if cfg.noise else {}
+        loss = self.loss_fn(self.G_train(z, **kw), x).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        beta = min(cfg.ema, (1 + self.step) / (10 + self.step)) if cfg.ema_rampup else cfg.ema
+        beta = ema_beta(cfg, self.step)
         with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
                 p_ema.lerp_(p, 1 - beta)
@@ -238,7 +253,7 @@ class Trainer:
         n = self.opts.grid_size
         z = torch.randn([n * n, self.cfg.z_dim], generator=seeded(self.cfg.seed, GRID))
         save_grid(os.path.join(self.opts.outdir, name or f'fakes{self.step:06d}.png'),
-                  to_uint8(generate(self.G_ema, z)), n)
+                  to_uint8(generate(self.G_ema, z, seeds=torch.arange(n * n) if self.cfg.noise else None)), n)
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum, frame):
