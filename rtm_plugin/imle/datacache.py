@@ -121,6 +121,9 @@ def load_images_shared(path, resolution=None, skip_bad=False, max_images=None, l
     Call it on every rank (after the process group is up, when WORLD_SIZE > 1): local rank 0 writes the file if
     it is missing, every rank waits at a barrier, then every rank maps the same file.
     """
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and D.world_size() == 1:
+        raise RuntimeError('load_images_shared under torchrun needs the process group first '
+                           '(rtm_plugin.imle.distributed.init_from_env)')
     folder = os.path.join(root or cache_root(), source_key(path, resolution, skip_bad, max_images))
     created = False
     if D.local_rank() == 0 and _complete(folder) is None:

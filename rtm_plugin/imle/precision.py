@@ -13,9 +13,13 @@ import torch
 AMP_CHOICES = ('off', 'bf16', 'fp16')
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
-def check_amp(amp):
+def check_amp(amp, device=None):
+    """`amp` if valid (and, given a CUDA device, supported by it)."""
     if amp not in AMP_CHOICES:
         raise ValueError(f'amp must be one of {AMP_CHOICES}, got {amp!r}')
+    device = None if device is None else torch.device(device)
+    if amp == 'bf16' and device is not None and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ValueError(f'--amp bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use --amp fp16')
     return amp
 
 def autocast(device, amp):

@@ -95,7 +95,7 @@ class Trainer:
     def __init__(self, cfg, images_u8, opts, resume=None, log=print):
         self.cfg, self.opts, self.log = cfg, opts, log
         self.device = D.select_device(opts.device)
-        self.amp = check_amp(opts.amp)
+        self.amp = check_amp(opts.amp, self.device)
         self.rank, self.world = D.init_from_env(self.device)
         if cfg.batch % self.world:
             raise ValueError(f'batch {cfg.batch} must be divisible by the number of processes ({self.world})')
@@ -120,7 +120,8 @@ class Trainer:
         self.step, self.matched_round = 0, -1
         if resume is not None:
             self._restore(resume)
-        self.G_train = (DistributedDataParallel(self.G) if self.world > 1 else self.G)
+        cuda = [self.device] if self.device.type == 'cuda' else None
+        self.G_train = (DistributedDataParallel(self.G, device_ids=cuda) if self.world > 1 else self.G)
 
         perceptual, self.loss_name = build_perceptual(opts.perceptual, opts.lpips_vgg, opts.lpips_lin,
                                                       log=self.log if self.rank == 0 else (lambda m: None))
@@ -181,7 +182,7 @@ class Trainer:
     def train_step(self):
         cfg = self.cfg
         idx = self.batch_indices(self.step).tensor_split(self.world)[self.rank]
-        x = to_signed(self.images[idx]).to(self.device)
+        x = to_signed(self.images[idx].to(self.device, non_blocking=True))    # uint8 crosses, not float
         z = self.latents[idx].to(self.device)
         lr = learning_rate(cfg, self.step, self.num)
         for group in self.opt.param_groups:
