@@ -7,13 +7,13 @@ Two setups:
 For each: one training step through Trainer.train_step (mapper, decoder, LPIPS-VGG at full cost with untrained
 weights, AdamW, EMA; under --amp), pool rendering through render.render_features (no_grad, --pool-batch, on the
 device), and matching (matching.match_shard, exact, chunked at knn_max_elements) of N data features against the
-pool. A 1M pool is 80 TFLOP of distances: on a CPU the pool is scaled by --match-scale and the time projected
+pool. A 1M pool is 80 TFLOP of distances: on a CPU only --match-pool samples are matched and the time projected
 linearly (the cost is N x pool x 800 multiply-adds, chunk by chunk). Memory is the features and one distance chunk
 (measured with torch.cuda.max_memory_allocated on CUDA, computed on the CPU).
 The projected epoch is N / batch steps plus one re-match (render + match) every force_resample (30) epochs.
 
-    python benchmarks/bench_imle_scale.py [--device auto] [--amp off|bf16|fp16] [--pool-batch 64]
-                                          [--match-scale 1] [--only fewshot|cifar] [--repeats 3] [--threads N]
+    python benchmarks/bench_imle_scale.py [--device auto] [--amp off|bf16|fp16] [--pool-batch 256]
+                                          [--match-pool P] [--only fewshot|cifar] [--repeats 3] [--threads N]
 """
 
 import argparse
@@ -80,11 +80,9 @@ def bench(name, setup, args, device):
         render = seconds(lambda: render_features(t.G, z, t.projection, device, args.pool_batch, args.amp),
                          device, max(1, args.repeats - 1), (name, 'render'))
         params = sum(p.numel() for p in t.G.parameters())
-    pool_rate = len(z) / render
 
-    # Matching: N data features against a pool, chunked. On a CPU the pool is scaled down and the time projected.
-    scale = args.match_scale if args.match_scale is not None else (1.0 if device.type == 'cuda' else 0.005)
-    p_meas = max(1, round(pool * scale))
+    # Matching: N data features against a pool, chunked. On a CPU the pool is cut and the time projected.
+    p_meas = min(pool, args.match_pool or (pool if device.type == 'cuda' else 5000))
     data = F.normalize(torch.randn([num, cfg.proj_dim], generator=g), dim=1).to(device)
     feats = F.normalize(torch.randn([p_meas, cfg.proj_dim], generator=g), dim=1).to(device)
     if device.type == 'cuda':
@@ -99,14 +97,21 @@ def bench(name, setup, args, device):
     if device.type == 'cuda':
         mem_meas = torch.cuda.max_memory_allocated(device) - base + 4 * (data.numel() + feats.numel())
         mem_note = f'measured {gib(mem_meas)} at pool {p_meas}'
-    match_full = match_meas * pool / p_meas
-    steps_per_epoch = math.ceil(num / cfg.batch)
-    rematch = pool / pool_rate + match_full
-    epoch = steps_per_epoch * step + rematch / cfg.force_resample
-    return dict(name=name, res=cfg.resolution, decoder=cfg.decoder, params=params, batch=cfg.batch, num=num,
-                pool=pool, step=step, train_rate=cfg.batch / step, pool_rate=pool_rate, match_meas=match_meas,
-                p_meas=p_meas, match_full=match_full, chunk=chunk, mem_full=mem_full, mem_note=mem_note,
-                rematch=rematch, epoch=epoch, steps_per_epoch=steps_per_epoch, force_resample=cfg.force_resample)
+    row = dict(name=name, res=cfg.resolution, decoder=cfg.decoder, params=params, batch=cfg.batch, num=num,
+               pool=pool, p_meas=p_meas, chunk=chunk, mem_full=mem_full, mem_note=mem_note,
+               steps_per_epoch=math.ceil(num / cfg.batch), force_resample=cfg.force_resample, rendered=len(z))
+    wall = project(row, step, render, match_meas)
+    cpu = project(row, CPU_TIMES[(name, 'step')], CPU_TIMES[(name, 'render')], CPU_TIMES[(name, 'match')])
+    return row, wall, cpu
+
+def project(row, step, render, match_meas):
+    """Rates and the projected epoch from the measured step, render (of row['rendered'] images) and match times."""
+    pool_rate = row['rendered'] / render
+    match_full = match_meas * row['pool'] / row['p_meas']
+    rematch = row['pool'] / pool_rate + match_full
+    return dict(step=step, train_rate=row['batch'] / step, pool_rate=pool_rate, match_meas=match_meas,
+                match_full=match_full, rematch=rematch,
+                epoch=row['steps_per_epoch'] * step + rematch / row['force_resample'])
 
 def hms(s):
     return f'{s:.1f} s' if s < 120 else (f'{s / 60:.1f} min' if s < 7200 else f'{s / 3600:.1f} h')
@@ -117,7 +122,8 @@ def main():
     ap.add_argument('--amp', default='off', choices=['off', 'bf16', 'fp16'])
     ap.add_argument('--pool-batch', type=int, default=None, help='[256 on CUDA, 16 on CPU]')
     ap.add_argument('--render-batches', type=int, default=None, help='pool batches rendered per timing [8 CUDA, 1 CPU]')
-    ap.add_argument('--match-scale', type=float, default=None, help='pool fraction matched [1 on CUDA, 0.005 on CPU]')
+    ap.add_argument('--match-pool', type=int, default=None,
+                    help='pool size matched, the full pool projected from it [the full pool on CUDA, 5000 on CPU]')
     ap.add_argument('--only', choices=sorted(SETUPS))
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--threads', type=int)
@@ -131,21 +137,21 @@ def main():
     where = torch.cuda.get_device_name(device) if cuda else f'CPU, {torch.get_num_threads()} threads'
     print(f'## RS-IMLE at scale on {where} (torch {torch.__version__}, amp {args.amp}, pool batch {args.pool_batch})\n')
     rows = [bench(n, SETUPS[n], args, device) for n in SETUPS if args.only in (None, n)]
-    print('| setup | params | batch | train step | train img/s | pool img/s | N x pool | match (measured) '
-          '| match, full pool | match memory | re-match | epoch (N / batch steps + re-match / 30) |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
-    for r in rows:
-        print(f'| {r["name"]} ({r["decoder"]}, {r["res"]} px) | {r["params"] / 1e6:.1f} M | {r["batch"]} '
-              f'| {r["step"]:.3f} s | {r["train_rate"]:.1f} | {r["pool_rate"]:.1f} '
-              f'| {r["num"]:,} x {r["pool"]:,} | {r["match_meas"]:.2f} s at pool {r["p_meas"]:,} '
-              f'| {hms(r["match_full"])} | {gib(r["mem_full"])} ({r["mem_note"]}; chunk {r["chunk"]} columns) '
-              f'| {hms(r["rematch"])} | {hms(r["epoch"])} ({r["steps_per_epoch"]} steps) |')
-    if not cuda:
-        print('\nCPU seconds of this process for the same medians (wall time on a shared machine includes waiting):')
+    tables = [('wall time', 1)] + ([('CPU seconds of this process (with --threads 1: the wall time on one idle '
+                                     'core; on a shared machine the wall time includes waiting)', 2)] if not cuda else [])
+    for title, which in tables:
+        print(f'From {title}:\n')
+        print('| setup | params | batch | train step | train img/s | pool img/s | N x pool | match (measured) '
+              '| match, full pool | match memory | re-match | epoch (N / batch steps + re-match / 30) |')
+        print('|---|---|---|---|---|---|---|---|---|---|---|---|')
         for r in rows:
-            c = {k: CPU_TIMES[(r['name'], k)] for k in ('step', 'render', 'match')}
-            print(f'- {r["name"]}: train step {c["step"]:.3f} s, render {c["render"]:.3f} s '
-                  f'({args.pool_batch * args.render_batches} images), match {c["match"]:.3f} s at pool {r["p_meas"]:,}')
+            row, t = r[0], r[which]
+            print(f'| {row["name"]} ({row["decoder"]}, {row["res"]} px) | {row["params"] / 1e6:.1f} M | {row["batch"]} '
+                  f'| {t["step"]:.3g} s | {t["train_rate"]:.3g} | {t["pool_rate"]:.3g} '
+                  f'| {row["num"]:,} x {row["pool"]:,} | {t["match_meas"]:.3g} s at pool {row["p_meas"]:,} '
+                  f'| {hms(t["match_full"])} | {gib(row["mem_full"])} ({row["mem_note"]}; chunk {row["chunk"]:,} '
+                  f'columns) | {hms(t["rematch"])} | {hms(t["epoch"])} ({row["steps_per_epoch"]} steps) |')
+        print()
 
 if __name__ == '__main__':
     main()

@@ -56,10 +56,19 @@ def test_a_cache_without_room_stops_with_the_size(folder, tmp_path, monkeypatch)
     from collections import namedtuple
     usage = namedtuple('usage', 'total used free')
     monkeypatch.setattr(shutil, 'disk_usage', lambda p: usage(10**6, 10**6 - 1000, 1000))
-    with pytest.raises(ValueError, match=r'needs up to 0\.00 GiB \(12 images of 3x16x16 uint8\) but .* has 0\.00 GiB free'):
+    with pytest.raises(ValueError, match=r'needs up to 9\.0 KiB \(12 images of 3x16x16 uint8\) but .* has 1000 bytes free'):
         load_images_shared(folder, 16, log=lambda m: None, root=str(tmp_path / 'cache'))
     assert not os.path.exists(tmp_path / 'cache') or not any(
         f.endswith('.u8') for _, _, files in os.walk(tmp_path / 'cache') for f in files)
+
+def test_a_dataset_larger_than_memory_streams_and_says_so(folder, tmp_path, monkeypatch):
+    import rtm_plugin.imle.datacache as datacache
+    monkeypatch.setattr(datacache, 'memory_available', lambda: 1000)
+    lines = []
+    found = load_images_shared(folder, 16, log=lines.append, root=str(tmp_path / 'cache'))
+    assert isinstance(found.images, np.memmap) and found.nbytes == 12 * 3 * 16 * 16
+    assert lines[-1] == (f'{folder}: 9.0 KiB decoded, more than the 1000 bytes of memory available: pages stream '
+                         f'from {found.file} (keep it on a fast local disk)')
 
 def test_the_trainer_trains_from_the_memmap_without_copying_it(folder, tmp_path):
     from dataclasses import replace

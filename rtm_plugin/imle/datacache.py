@@ -56,8 +56,11 @@ def source_key(path, resolution=None, skip_bad=False, max_images=None):
         raise FileNotFoundError(f'dataset not found: {path}')
     return h.hexdigest()
 
-def _gib(n):
-    return f'{n / 2**30:.2f} GiB'
+def _size(n):
+    for unit, scale in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
+        if n >= scale:
+            return f'{n / scale:.1f} {unit}'
+    return f'{n} bytes'
 
 def memory_available():
     """Bytes of memory the kernel could give now (MemAvailable), else physical memory; None if unknown."""
@@ -95,8 +98,8 @@ def _write(folder, path, resolution, skip_bad, max_images):
                 limit = max_images or _count_sources(path)
                 need = limit * x.nbytes
                 if need > free:
-                    raise ValueError(f'{path}: decoded, the dataset needs up to {_gib(need)} ({limit} images of '
-                                     f'{"x".join(map(str, x.shape))} uint8) but {folder} has {_gib(free)} free; '
+                    raise ValueError(f'{path}: decoded, the dataset needs up to {_size(need)} ({limit} images of '
+                                     f'{"x".join(map(str, x.shape))} uint8) but {folder} has {_size(free)} free; '
                                      f'set RTM_IMLE_DATA_CACHE to a larger disk')
             f.write(np.ascontiguousarray(x).tobytes())
             names.append(name)
@@ -140,7 +143,7 @@ def load_images_shared(path, resolution=None, skip_bad=False, max_images=None, l
     nbytes = int(images.nbytes)
     available = memory_available()
     if available is not None and nbytes > available:
-        log(f'{path}: {_gib(nbytes)} decoded, more than the {_gib(available)} of memory available: pages stream '
+        log(f'{path}: {_size(nbytes)} decoded, more than the {_size(available)} of memory available: pages stream '
             f'from {data_path} (keep it on a fast local disk)')
     return CachedImageSet(images, meta['names'], [tuple(s) for s in meta['skipped']], file=data_path,
                           created=created, nbytes=nbytes)

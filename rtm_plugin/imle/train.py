@@ -293,9 +293,10 @@ class Trainer:
                     record = self.rematch(round_index)
                     t_matching += record['seconds']
                     self.write_metrics(record)
-                    self.log(f'match round {round_index}: pool of {record["pool"]} rendered in '
-                             f'{record["render_seconds"]:.1f} s ({record["pool_img_per_s"]:.0f} img/s), matched in '
-                             f'{record["match_seconds"]:.1f} s, {record["rejected_frac"]:.1%} rejected')
+                    if self.rank == 0:
+                        self.log(f'match round {round_index}: pool of {record["pool"]} rendered in '
+                                 f'{record["render_seconds"]:.1f} s ({record["pool_img_per_s"]:.0f} img/s), '
+                                 f'matched in {record["match_seconds"]:.1f} s, {record["rejected_frac"]:.1%} rejected')
                     bar.set_postfix_str(f'matched round {round_index}: {record["rejected_frac"]:.1%} rejected')
                 loss, lr = self.train_step()
                 losses.append(loss)
