@@ -114,7 +114,7 @@ def project(row, step, render, match_meas):
                 epoch=row['steps_per_epoch'] * step + rematch / row['force_resample'])
 
 def hms(s):
-    return f'{s:.1f} s' if s < 120 else (f'{s / 60:.1f} min' if s < 7200 else f'{s / 3600:.1f} h')
+    return f'{s:.3g} s' if s < 120 else (f'{s / 60:.1f} min' if s < 7200 else f'{s / 3600:.1f} h')
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
