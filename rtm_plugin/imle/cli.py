@@ -23,6 +23,7 @@ from rtm_plugin.imle.config import DEFAULT_NUM_IMAGES, IMLEConfig, as_dict, conf
 from rtm_plugin.imle.presets import PRESETS, resolve
 from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, fid_samples
 from rtm_plugin.imle.checkpoint import load_snapshot, resolve_resume
+from rtm_plugin.imle.distributed import init_from_env, select_device
 from rtm_plugin.imle.train import RunOptions, Trainer
 
 CONFIG_OPTIONS = {f.name for f in fields(IMLEConfig)}
@@ -40,8 +41,8 @@ def load_training_images(data, resolution, num_images, seed, skip_bad, log):
         images, _ = make_stacked_digits(num_images, resolution, seed=seed)
         reals, _ = make_stacked_digits(10000, resolution, seed=seed + 1)
         return images, reals, dict(name='stacked_digits', num_images=num_images, resolution=resolution, seed=seed)
-    from rtm_plugin.imle.data import load_images
-    found = load_images(data, resolution, skip_bad=skip_bad, max_images=num_images)
+    from rtm_plugin.imle.datacache import load_images_shared
+    found = load_images_shared(data, resolution, skip_bad=skip_bad, max_images=num_images, log=log)
     if found.skipped:
         log(f'skipped {len(found.skipped)} unreadable image(s), e.g. {found.skipped[0][1]}')
     log(f'{data}: {len(found.images)} images, {found.images.shape[-1]} px')
@@ -125,11 +126,17 @@ def evaluate_generator(G, reals_u8, num_samples, detector, seed, device, batch=2
 @click.option('--grid-kimg', type=click.FloatRange(min=0, min_open=True), help='Sample-grid interval [10]')
 @click.option('--eval-samples', type=click.IntRange(min=0), help="Samples for the final metrics (0 = skip) [the protocol's FID count, else 10000]")
 @click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; inception with an eval protocol; else none]")
-@click.option('--device', default='cpu', help='torch device')
+@click.option('--device', default='auto', help='auto (CUDA when available, else CPU), cpu, cuda or cuda:K; '
+              'under torchrun each process takes cuda:$LOCAL_RANK')
+@click.option('--amp', type=click.Choice(['off', 'bf16', 'fp16']), default='off',
+              help='Mixed precision for the decoder and the loss (the mapper stays fp32)')
+@click.option('--pool-batch', type=click.IntRange(min=1), default=256,
+              help='Images per batch when rendering the pool and projecting features (no_grad, on the device)')
 @click.option('--threads', type=click.IntRange(min=1), help='torch CPU threads [1 in the default run, else torch default]')
 @click.option('--no-progress', is_flag=True, help='No tqdm progress bar')
 def main(data, outdir, resume, perceptual, lpips_vgg, lpips_lin, snap_kimg, grid_kimg, eval_samples, detector,
-         device, threads, no_progress, num_images, skip_bad, map_, preset, dry_run, eval_protocol, **options):
+         device, amp, pool_batch, threads, no_progress, num_images, skip_bad, map_, preset, dry_run, eval_protocol,
+         **options):
     """Train an RS-IMLE generator whose mapper is RTM (or the MLP baseline).
 
     \b
@@ -140,6 +147,11 @@ def main(data, outdir, resume, perceptual, lpips_vgg, lpips_lin, snap_kimg, grid
     rtm-imle --preset celebahq --dry-run        # print the resolved settings and parameter counts
     torchrun --nproc_per_node=2 -m rtm_plugin.imle --data faces.zip   # DDP
     """
+    try:
+        device = str(select_device(device))         # CUDA when available; cuda:$LOCAL_RANK under torchrun
+        init_from_env(device)                       # the process group, before the ranks share the data
+    except ValueError as e:
+        raise click.UsageError(str(e))
     if threads is None and data is None and resume is None and device == 'cpu':
         threads = 1     # 16-px convolutions barely split; one thread also never stalls when other work shares the CPU
     if threads:
@@ -195,7 +207,8 @@ def main(data, outdir, resume, perceptual, lpips_vgg, lpips_lin, snap_kimg, grid
             eval_samples = fid_samples(settings.eval_protocol) if eval_samples is None else eval_samples
         eval_samples = 10000 if eval_samples is None else eval_samples
         opts = RunOptions(outdir=run_dir, snap_kimg=snap_kimg or (25.0 if data is None else 50.0),
-                          grid_kimg=grid_kimg or 10.0, device=device, perceptual=perceptual,
+                          grid_kimg=grid_kimg or 10.0, device=device, amp=amp, pool_batch=pool_batch,
+                          perceptual=perceptual,
                           lpips_vgg=lpips_vgg, lpips_lin=lpips_lin, progress=not no_progress,
                           training_set_kwargs=tsk)
         trainer = Trainer(cfg, images, opts, resume=snapshot, log=log)
@@ -205,7 +218,7 @@ def main(data, outdir, resume, perceptual, lpips_vgg, lpips_lin, snap_kimg, grid
     log(f'run folder: {run_dir}')
     log(f'{cfg.map} mapper + {cfg.decoder} decoder, {sum(p.numel() for p in trainer.G.parameters()):,} parameters; '
         f'{trainer.num} images at {cfg.resolution} px; pool {trainer.pool}; loss: {trainer.loss_name}; '
-        f'{trainer.world} process(es)')
+        f'{trainer.world} process(es) on {trainer.device}, amp {amp}')
     t0 = time.time()
     status, path = trainer.run()
     seconds = time.time() - t0

@@ -51,16 +51,18 @@ def _list_sources(path):
         raise ValueError(f'{path}: not a folder of images or a zip archive')
     raise FileNotFoundError(f'dataset not found: {path}')
 
-def load_images(path, resolution=None, skip_bad=False, max_images=None):
-    """Read a dataset into an ImageSet; see the module docstring for what is accepted."""
+def iter_images(path, resolution=None, skip_bad=False, max_images=None, skipped=None):
+    """Yield (name, uint8 [3, R, R]) one image at a time, as load_images reads them (so a caller can write them
+    somewhere without holding the dataset); files skipped under skip_bad are appended to `skipped`."""
     if resolution is not None and (not isinstance(resolution, int) or resolution < 1):
         raise ValueError(f'resolution must be a positive integer, got {resolution!r}')
     sources = _list_sources(path)
     if not sources:
         raise ValueError(f'{path}: no images found (looked for {", ".join(IMAGE_EXTENSIONS)})')
-    images, names, skipped = [], [], []
+    skipped = [] if skipped is None else skipped
+    first, count = None, 0
     for name, read in sources:
-        if max_images is not None and len(images) >= max_images:
+        if max_images is not None and count >= max_images:
             break
         try:
             try:
@@ -68,17 +70,27 @@ def load_images(path, resolution=None, skip_bad=False, max_images=None):
             except OSError as e:
                 raise ValueError(f'{name}: cannot open file ({e})') from None
             x = _decode(name, data, resolution)
-            if images and x.shape != images[0].shape:
-                raise ValueError(f'{name}: image is {x.shape[2]}x{x.shape[1]} but {names[0]} is '
-                                 f'{images[0].shape[2]}x{images[0].shape[1]}; pass a resolution to resize all')
+            if first is not None and x.shape != first[1]:
+                raise ValueError(f'{name}: image is {x.shape[2]}x{x.shape[1]} but {first[0]} is '
+                                 f'{first[1][2]}x{first[1][1]}; pass a resolution to resize all')
         except ValueError as e:
             if not skip_bad:
                 raise
             skipped.append((name, str(e)))
             continue
-        images.append(x)
-        names.append(name)
-    if not images:
+        if first is None:
+            first = (name, x.shape)
+        count += 1
+        yield name, x
+    if count == 0:
         raise ValueError(f'{path}: none of {len(sources)} image files could be read '
                          f'(first error: {skipped[0][1] if skipped else "none"})')
+
+def load_images(path, resolution=None, skip_bad=False, max_images=None):
+    """Read a dataset into an ImageSet; see the module docstring for what is accepted."""
+    skipped = []
+    names, images = [], []
+    for name, x in iter_images(path, resolution, skip_bad, max_images, skipped):
+        names.append(name)
+        images.append(x)
     return ImageSet(np.stack(images), names, skipped)

@@ -92,8 +92,9 @@ class IMLEGenerator(torch.nn.Module):
                 kw['decoder_kwargs'] = dk
 
     def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, mapping_kwargs=None, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          **(mapping_kwargs or {}))
+        with torch.autocast(z.device.type, enabled=False):     # the mapper stays fp32 under --amp (precision.py)
+            ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                              **(mapping_kwargs or {}))
         return self.synthesis(ws, **synthesis_kwargs)
 
 def rebuild(G):

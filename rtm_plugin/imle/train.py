@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,8 @@ from rtm_plugin.imle.generator import IMLEGenerator, NoDiscriminator
 from rtm_plugin.imle.matching import NO_MATCH, match_shard, merge_matches, pool_size
 from rtm_plugin.imle.optim import build_optimizer
 from rtm_plugin.imle.perceptual import ReconstructionLoss, build_perceptual
+from rtm_plugin.imle.precision import autocast, check_amp, grad_scaler
+from rtm_plugin.imle.render import project_images, render_features
 
 # Purposes of the seeded random streams.
 ORDER, POOL, PERTURB, INIT, GRID, PROJECTION, EVAL = range(1, 8)
@@ -77,7 +80,11 @@ def generate(G, z, batch=256, seeds=None):
     return out
 
 def dataset_fingerprint(images_u8):
-    return hashlib.sha1(np.ascontiguousarray(images_u8).tobytes()).hexdigest()
+    """sha1 of the images' bytes (C order), read a slice at a time: a memory-mapped dataset is never copied whole."""
+    h = hashlib.sha1()
+    for i in range(0, len(images_u8), 256):
+        h.update(np.ascontiguousarray(images_u8[i:i + 256]).tobytes())
+    return h.hexdigest()
 
 @dataclass
 class RunOptions:
@@ -85,7 +92,9 @@ class RunOptions:
     snap_kimg: float = 50.0         # snapshot every this many kimg (and at the end, and on Ctrl-C/SIGTERM)
     grid_kimg: float = 10.0         # sample grid every this many kimg
     tick_kimg: float = 1.0          # a metrics.jsonl line every this many kimg
-    device: str = 'cpu'
+    device: str = 'auto'            # distributed.select_device: CUDA when available (cuda:$LOCAL_RANK), else CPU
+    amp: str = 'off'                # mixed precision for decoder and loss: 'off' | 'bf16' | 'fp16' (precision.py)
+    pool_batch: int = 256           # images per batch when rendering the pool and projecting features
     perceptual: str = 'auto'
     lpips_vgg: str = None
     lpips_lin: str = None
@@ -96,11 +105,14 @@ class RunOptions:
 class Trainer:
     def __init__(self, cfg, images_u8, opts, resume=None, log=print):
         self.cfg, self.opts, self.log = cfg, opts, log
-        self.device = torch.device(opts.device)
+        self.device = D.select_device(opts.device)
+        self.amp = check_amp(opts.amp, self.device)
         self.rank, self.world = D.init_from_env(self.device)
         if cfg.batch % self.world:
             raise ValueError(f'batch {cfg.batch} must be divisible by the number of processes ({self.world})')
-        self.images = torch.as_tensor(np.ascontiguousarray(images_u8))
+        with warnings.catch_warnings():     # a read-only memmap (datacache.py): shared, never written
+            warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
+            self.images = torch.as_tensor(np.ascontiguousarray(images_u8))
         if self.images.ndim != 4 or self.images.shape[1] != 3 or self.images.dtype != torch.uint8:
             raise ValueError(f'expected uint8 images [N, 3, R, R], got {self.images.dtype} {list(self.images.shape)}')
         if self.images.shape[-1] != cfg.resolution:
@@ -113,19 +125,21 @@ class Trainer:
         self.G = build_generator(cfg).to(self.device).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt = build_optimizer(cfg, self.G.parameters())
+        self.scaler = grad_scaler(self.device, self.amp)
         self.latents = torch.randn([self.num, cfg.z_dim], generator=seeded(cfg.seed, INIT))
         self.step, self.matched_round = 0, -1
         if resume is not None:
             self._restore(resume)
-        self.G_train = (DistributedDataParallel(self.G) if self.world > 1 else self.G)
+        cuda = [self.device] if self.device.type == 'cuda' else None
+        self.G_train = (DistributedDataParallel(self.G, device_ids=cuda) if self.world > 1 else self.G)
 
         perceptual, self.loss_name = build_perceptual(opts.perceptual, opts.lpips_vgg, opts.lpips_lin,
                                                       log=self.log if self.rank == 0 else (lambda m: None))
         self.loss_fn = ReconstructionLoss(perceptual, cfg.lpips_coef, cfg.l2_coef).to(self.device)
         self.projection = RandomProjection(self.images.shape[1:], cfg.proj_dim, seed=int(
-            torch.randint(2**31, [1], generator=seeded(cfg.seed, PROJECTION))))
+            torch.randint(2**31, [1], generator=seeded(cfg.seed, PROJECTION)))).to(self.device)
         own = self.images[D.shard(self.num, self.rank, self.world)]
-        self.data_features = D.all_gather_cat(self.projection(to_signed(own)).to(self.device))
+        self.data_features = D.all_gather_cat(project_images(own, self.projection, self.device, opts.pool_batch))
         self.pool = pool_size(self.num, cfg.force_factor, cfg.pool_multiple)
         self.total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
         if self.rank == 0 and (warning := ema_warning(cfg, self.total_steps)):
@@ -155,12 +169,16 @@ class Trainer:
         z_pool = torch.randn([self.pool, cfg.z_dim], generator=seeded(cfg.seed, POOL, round_index))
         own = D.shard(self.pool, self.rank, self.world)
         seeds = noise_seeds(cfg.seed, POOL_NOISE, round_index, self.pool)[own] if cfg.noise else None
-        feats = self.projection(generate(self.G, z_pool[own], seeds=seeds)).to(self.device)
+        feats = render_features(self.G, z_pool[own], self.projection, self.device, self.opts.pool_batch, self.amp,
+                                seeds=seeds)
+        D.synchronize(self.device)
+        t_render = time.time()
         m = match_shard(self.data_features, feats, cfg.eps, offset=own.start,
                         max_elements=cfg.knn_max_elements, backend=cfg.knn_backend)
         index, sq_dist = merge_matches(D.all_gather_stack(m.sq_dist), D.all_gather_stack(m.index))
         index, sq_dist = index.cpu(), sq_dist.cpu()
         rejected = int(D.all_reduce_sum(m.num_rejected, self.device))
+        t_match = time.time()
         noise = torch.randn([self.num, cfg.z_dim], generator=seeded(cfg.seed, PERTURB, round_index))
         ok = index != NO_MATCH
         self.latents[ok] = z_pool[index[ok]] + cfg.perturb * noise[ok]
@@ -169,23 +187,28 @@ class Trainer:
         return dict(kind='match', step=self.step, round=round_index, pool=self.pool, rejected=rejected,
                     rejected_frac=rejected / self.pool, unmatched=int((~ok).sum()),
                     distinct_samples=int(index[ok].unique().numel()),
-                    mean_dist=float(dist.mean()) if len(dist) else None, seconds=time.time() - t0)
+                    mean_dist=float(dist.mean()) if len(dist) else None, seconds=time.time() - t0,
+                    # throughput: this rank rendered its shard while the others rendered theirs
+                    render_seconds=t_render - t0, pool_img_per_s=self.pool / max(t_render - t0, 1e-9),
+                    match_seconds=t_match - t_render)
 
     # ------------------------------------------------------------------ one optimisation step
     def train_step(self):
         cfg = self.cfg
         idx = self.batch_indices(self.step).tensor_split(self.world)[self.rank]
-        x = to_signed(self.images[idx]).to(self.device)
+        x = to_signed(self.images[idx].to(self.device, non_blocking=True))    # uint8 crosses, not float
         z = self.latents[idx].to(self.device)
         lr = learning_rate(cfg, self.step, self.num)
         for group in self.opt.param_groups:
             group['lr'] = lr
         kw = dict(noise_seeds=noise_seeds(cfg.seed, NOISE, self.step, cfg.batch).tensor_split(self.world)[self.rank]
                   ) if cfg.noise else {}
-        loss = self.loss_fn(self.G_train(z, **kw), x).mean()
+        with autocast(self.device, self.amp):       # decoder and loss; the mapper stays fp32 (generator.py)
+            loss = self.loss_fn(self.G_train(z, **kw), x).mean()
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.scaler.scale(loss).backward()          # the scaler is a pass-through unless --amp fp16
+        self.scaler.step(self.opt)
+        self.scaler.update()
         beta = ema_beta(cfg, self.step)
         with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
@@ -202,7 +225,8 @@ class Trainer:
                     training_set_kwargs=self.opts.training_set_kwargs,
                     rs_imle=dict(config=as_dict(self.cfg), step=self.step, kimg=self.step * self.cfg.batch / 1000,
                                  matched_round=self.matched_round, latents=self.latents.clone(),
-                                 optimizer=self.opt.state_dict(), rng=rng_state(), world_size=self.world,
+                                 optimizer=self.opt.state_dict(), scaler=self.scaler.state_dict(),
+                                 rng=rng_state(), world_size=self.world,
                                  dataset_fingerprint=self.fingerprint, num_images=self.num, loss=self.loss_name))
 
     def save(self):
@@ -227,6 +251,8 @@ class Trainer:
         self.G.load_state_dict(data['G'].state_dict())
         self.G_ema.load_state_dict(data['G_ema'].state_dict())
         self.opt.load_state_dict(state['optimizer'])
+        if state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
         self.latents = state['latents'].clone()
         self.step, self.matched_round = state['step'], state['matched_round']
         set_rng_state(state['rng'])
@@ -275,24 +301,31 @@ class Trainer:
         from tqdm import tqdm
         bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps), unit='step',
                    disable=not opts.progress or self.rank != 0, dynamic_ncols=True)
-        status, losses, t_tick = 'done', [], time.time()
+        status, losses, t_tick, t_matching = 'done', [], time.time(), 0.0
         try:
             while self.step < self.total_steps:
                 round_index = self.match_round(self.step)
                 if round_index > self.matched_round:
                     record = self.rematch(round_index)
+                    t_matching += record['seconds']
                     self.write_metrics(record)
+                    if self.rank == 0:
+                        self.log(f'match round {round_index}: pool of {record["pool"]} rendered in '
+                                 f'{record["render_seconds"]:.1f} s ({record["pool_img_per_s"]:.0f} img/s), '
+                                 f'matched in {record["match_seconds"]:.1f} s, {record["rejected_frac"]:.1%} rejected')
                     bar.set_postfix_str(f'matched round {round_index}: {record["rejected_frac"]:.1%} rejected')
                 loss, lr = self.train_step()
                 losses.append(loss)
                 bar.update(1)
                 if self.step % tick_every == 0 or self.step == self.total_steps:
                     now = time.time()
+                    train_seconds = max(now - t_tick - t_matching, 1e-9)    # re-matches are timed on their own
                     self.write_metrics(dict(kind='train', step=self.step, kimg=self.step * cfg.batch / 1000,
                                             loss=float(np.mean(losses)), lr=lr,
-                                            sec_per_step=(now - t_tick) / len(losses)))
-                    bar.set_postfix(loss=f'{np.mean(losses):.4f}')
-                    losses, t_tick = [], now
+                                            sec_per_step=(now - t_tick) / len(losses),
+                                            train_img_per_s=len(losses) * cfg.batch / train_seconds))
+                    bar.set_postfix(loss=f'{np.mean(losses):.4f}', img_s=f'{len(losses) * cfg.batch / train_seconds:.1f}')
+                    losses, t_tick, t_matching = [], now, 0.0
                 if self.step % grid_every == 0:
                     self.save_grid()
                 if self.step % snap_every == 0:
