@@ -47,8 +47,9 @@ TARGETS = dict(batch1_us=50.0, peak_percent=40.0, generator_overhead=0.05)
 # Device facts.
 
 def fp32_lanes_per_sm(major, minor):
-    """FP32 FMA lanes per SM: 64 on GP100/GV100/GA100 (sm_60/70/80), 128 on the others since Ampere."""
-    return 64 if (major, minor) in ((6, 0), (7, 0), (8, 0)) else 128
+    """FP32 FMA lanes per SM: 64 on GP100 (sm_60), all of Volta and Turing (sm_7x: V100, Xavier, T4) and GA100
+    (sm_80); 128 on consumer Pascal, the other Amperes, Ada, Hopper and Blackwell."""
+    return 64 if major == 7 or (major, minor) in ((6, 0), (8, 0)) else 128
 
 def max_sm_clock_mhz(index):
     """The GPU's maximum SM clock from nvidia-smi, or None."""

@@ -33,3 +33,11 @@ def test_without_a_gpu_it_says_so_runs_the_cpu_parts_and_exits_0(tmp_path):
 def test_unknown_step_is_a_usage_error(tmp_path):
     result = gpu_check(tmp_path, '--skip', 'bench,warp')
     assert result.returncode == 2 and "unknown step(s) in --skip: warp" in result.stderr
+
+def test_fp32_lanes_per_sm_by_architecture():
+    # The % of FP32 peak in the bench: a Turing T4 (sm_75) has 64 FP32 lanes per SM, like all of Volta; 128 on
+    # consumer Pascal, GA10x, Ada, Hopper and Blackwell. Twice the lanes would halve the reported % of peak.
+    from rtm_plugin.gpu_check import fp32_lanes_per_sm
+    lanes = {(6, 0): 64, (6, 1): 128, (7, 0): 64, (7, 2): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128, (8, 9): 128,
+             (9, 0): 128, (10, 0): 128}
+    assert {cc: fp32_lanes_per_sm(*cc) for cc in lanes} == lanes
