@@ -252,10 +252,16 @@ def step_imle(ctx):
     outdir = os.path.join(ctx['out'], 'imle-runs')
     cmd = [sys.executable, '-m', 'rtm_plugin.imle', '--outdir', outdir, '--device', str(ctx['device']),
            '--kimg', '12.8', '--eval-samples', '0', '--no-progress']
+    # A report folder used before holds earlier runs: read only the run folder this command made.
+    earlier = set(os.listdir(outdir)) if os.path.isdir(outdir) else set()
     t0 = time.time()
     code, output = run_logged(cmd, ctx, 'imle', ctx['timeout'](300), env=dict(os.environ, PYTHONPATH=REPO))
-    metrics = [os.path.join(d, f) for d, _, fs in os.walk(outdir) for f in fs if f == 'metrics.jsonl']
-    lines = open(metrics[0]).read().splitlines() if metrics else []
+    made = sorted(set(os.listdir(outdir)) - earlier) if os.path.isdir(outdir) else []
+    metrics = [p for p in (os.path.join(outdir, d, 'metrics.jsonl') for d in made) if os.path.isfile(p)]
+    lines = []
+    if metrics:
+        with open(metrics[-1]) as f:
+            lines = f.read().splitlines()
     last = json.loads(lines[-1]) if lines else {}
     ok = code == 0 and bool(lines)
     return ('ok' if ok else 'failed'), (f'200 steps (12.8 kimg) in {time.time() - t0:.0f} s, last tick: '

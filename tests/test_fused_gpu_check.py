@@ -41,3 +41,26 @@ def test_fp32_lanes_per_sm_by_architecture():
     lanes = {(6, 0): 64, (6, 1): 128, (7, 0): 64, (7, 2): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128, (8, 9): 128,
              (9, 0): 128, (10, 0): 128}
     assert {cc: fp32_lanes_per_sm(*cc) for cc in lanes} == lanes
+
+def test_imle_step_reads_only_the_run_it_made(tmp_path, monkeypatch):
+    # gpu_check run twice into one --out: the second imle step must not report the first run's log as its own.
+    from rtm_plugin import gpu_check
+    ctx = dict(out=str(tmp_path), device='cuda', timeout=lambda want: want)
+    old_run = tmp_path / 'imle-runs' / '00000-old'
+    old_run.mkdir(parents=True)
+    (old_run / 'metrics.jsonl').write_text('{"kimg": 12.8, "step": 200}\n')
+    made = []
+    def fake_run(cmd, ctx, name, timeout, **kwargs):         # rtm-imle exits 0 but writes no log
+        made.append(cmd)
+        return 0, ''
+    monkeypatch.setattr(gpu_check, 'run_logged', fake_run)
+    status, summary, details = gpu_check.step_imle(ctx)
+    assert made and status == 'failed' and details['last_tick'] == {}, summary
+    def fake_run_with_log(cmd, ctx, name, timeout, **kwargs):
+        run = tmp_path / 'imle-runs' / '00001-new'
+        run.mkdir()
+        (run / 'metrics.jsonl').write_text('{"kimg": 0.1, "step": 1}\n{"kimg": 12.8, "step": 199}\n')
+        return 0, ''
+    monkeypatch.setattr(gpu_check, 'run_logged', fake_run_with_log)
+    status, _, details = gpu_check.step_imle(ctx)
+    assert status == 'ok' and details['last_tick'] == {'kimg': 12.8, 'step': 199}
