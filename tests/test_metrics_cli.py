@@ -16,7 +16,7 @@ from rtm_plugin.datasets.stacked_digits import make_stacked_digits
 from rtm_plugin.metrics import detectors
 from rtm_plugin.metrics.cli import main
 from rtm_plugin.metrics.detectors import url_cache_path
-from rtm_plugin.metrics.image_files import read_images
+from rtm_plugin.metrics.image_files import open_images, read_images
 from rtm_plugin.metrics.metric_main import calc_metric
 
 def save_pngs(images, folder):
@@ -172,6 +172,13 @@ def test_readers_agree(sets):
     assert np.array_equal(read_images(root / 'real.zip'), real)
     assert np.array_equal(read_images(fake_dir, max_images=50), fake[:50])
     assert np.array_equal(read_images(root / 'fake.npy'), fake)
+
+def test_npy_batches_are_writable(sets):
+    # A .npy is read through a read-only memory map; its batches went to torch.from_numpy as they were, and
+    # every rtm-eval on a .npy printed torch's multi-line "The given NumPy array is not writable" warning.
+    root, real, fake, fake_dir = sets
+    batches = list(open_images(root / 'fake.npy').batches(300))
+    assert all(b.flags.writeable for b in batches) and np.array_equal(np.concatenate(batches), fake)
 
 def test_grayscale_and_rgba_become_rgb(tmp_path):
     (tmp_path / 'set').mkdir()

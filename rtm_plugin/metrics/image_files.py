@@ -73,7 +73,8 @@ class ArrayImages(ImageSet):
 
     def batches(self, batch_size):
         for i in range(0, self.count, batch_size):
-            x = np.asarray(self.array[i:i + batch_size])
+            # a copy: a .npy's memory map is read-only, and torch.from_numpy warns about every such array
+            x = np.array(self.array[i:i + batch_size])
             yield np.stack([self._finish(y) for y in x]) if self.resolution else x
 
 class FileImages(ImageSet):
