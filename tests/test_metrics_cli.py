@@ -167,6 +167,22 @@ def test_cli_usage_errors_are_one_line(sets, cache, tmp_path, args, expected):
         result = invoke('--real', root / 'real.npy', '--fake', root / 'fake.npy', '--cache-dir', cache, *args)
     assert expected in error_line(result)
 
+def test_unwritable_cache_or_out_is_one_line(tmp_path):
+    # The statistics cache and --out are written after the work: an OSError there was a traceback.
+    rng = np.random.default_rng(0)
+    for name in ('a', 'b'):
+        np.save(tmp_path / f'{name}.npy', rng.integers(0, 256, (1000, 3, 16, 16), dtype=np.uint8))
+    detector = write_tiny_inception(tmp_path / 'inception-2015-12-05.pt')
+    (tmp_path / 'file').write_text('x')
+    args = ('--real', tmp_path / 'a.npy', '--fake', tmp_path / 'b.npy', '--metrics', 'fid1k_full', '--detector',
+            detector, '--no-progress')
+    for extra, expected in [(('--cache-dir', tmp_path / 'file' / 'cache'), '--cache-dir must be a writable folder'),
+                            (('--out', tmp_path / 'file' / 'out.jsonl'), 'give --out a file in a writable folder')]:
+        result = invoke(*args, *extra)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exc_info
+        message = result.stderr.strip()
+        assert message.startswith('Error: ') and '\n' not in message and expected in message, message
+
 def test_readers_agree(sets):
     root, real, fake, fake_dir = sets
     assert np.array_equal(read_images(root / 'real.zip'), real)
