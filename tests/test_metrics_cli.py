@@ -3,7 +3,6 @@
 import json
 import shutil
 import socket
-import warnings
 import zipfile
 
 import numpy as np
@@ -18,6 +17,7 @@ from rtm_plugin.metrics.cli import main
 from rtm_plugin.metrics.detectors import url_cache_path
 from rtm_plugin.metrics.image_files import open_images, read_images
 from rtm_plugin.metrics.metric_main import calc_metric
+from test_metrics_detectors import write_detector
 
 def save_pngs(images, folder):
     folder.mkdir(parents=True)
@@ -99,27 +99,10 @@ def test_cli_no_longer_defaults_to_digits(tmp_path, monkeypatch, cache):
     assert [p['metric'] for p in lines(result)] == ['fid1k_full', 'is1k']
     assert set(lines(result)[1]['results']) == {'is1k_mean', 'is1k_std'}
 
-class TinyInception(torch.nn.Module):
-    """stylegan2-ada's detector call signature: uint8 [N, 3, H, W] in; features, or a softmax over 5 classes."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = torch.nn.Linear(3, 4)
-        self.logits = torch.nn.Linear(4, 5)
-
-    def forward(self, img: torch.Tensor, return_features: bool = False, no_output_bias: bool = False):
-        f = self.features(img.to(torch.float32).mean([2, 3]) / 255)
-        if return_features:
-            return f
-        return torch.softmax(self.logits(f) - self.logits.bias if no_output_bias else self.logits(f), 1)
-
 def write_tiny_inception(path):
+    """test_metrics_detectors' stand-in with upstream's interface, put where rtm-eval looks for the weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)
-        torch.manual_seed(0)
-        torch.jit.script(TinyInception()).save(str(path))
-    return path
+    return write_detector(path)
 
 def test_cli_refuses_mismatched_resolutions_unless_resize(sets, cache, tmp_path):
     root, real, fake, fake_dir = sets
