@@ -345,28 +345,30 @@ def main(out, skip, quick, budget):
     click.echo('GPU: ' + (torch.cuda.get_device_name(device) if gpu else
                           'none. This machine has no CUDA GPU (or torch is a CPU build): running the CPU parts only.'))
     results = []
-    for step in STEPS:
-        reason = ('--skip' if step in skipped else
-                  'needs a GPU' if step in GPU_ONLY and not gpu else
-                  '--quick' if quick and step not in ('environment', 'build') else
-                  f'time budget ({budget} s) spent' if time.time() - start > budget else None)
-        t0 = time.time()
-        if reason:
-            status, summary, details = 'skipped', reason, {}
-        else:
-            click.echo(f'[{time.time() - start:5.0f} s] {step}...')
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter('always')
-                    status, summary, details = STEP_FUNCTIONS[step](ctx)
-                for w in caught:
-                    ctx.setdefault('notes', []).append(f'{step}: warning: {str(w.message).splitlines()[0]}')
-            except Exception as e:  # a failed step is reported, the others still run
-                status, summary, details = 'failed', f'{type(e).__name__}: {e}'.splitlines()[0], \
-                                           dict(traceback=traceback.format_exc())
-        results.append(dict(step=step, status=status, seconds=time.time() - t0, summary=summary, details=details))
-        click.echo(f'        {step}: {status}: {summary}')
-    shutil.rmtree(ctx['work'], ignore_errors=True)
+    try:
+        for step in STEPS:
+            reason = ('--skip' if step in skipped else
+                      'needs a GPU' if step in GPU_ONLY and not gpu else
+                      '--quick' if quick and step not in ('environment', 'build') else
+                      f'time budget ({budget} s) spent' if time.time() - start > budget else None)
+            t0 = time.time()
+            if reason:
+                status, summary, details = 'skipped', reason, {}
+            else:
+                click.echo(f'[{time.time() - start:5.0f} s] {step}...')
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter('always')
+                        status, summary, details = STEP_FUNCTIONS[step](ctx)
+                    for w in caught:
+                        ctx.setdefault('notes', []).append(f'{step}: warning: {str(w.message).splitlines()[0]}')
+                except Exception as e:  # a failed step is reported, the others still run
+                    status, summary, details = 'failed', f'{type(e).__name__}: {e}'.splitlines()[0], \
+                                               dict(traceback=traceback.format_exc())
+            results.append(dict(step=step, status=status, seconds=time.time() - t0, summary=summary, details=details))
+            click.echo(f'        {step}: {status}: {summary}')
+    finally:        # the harness binary and the SG2-ADA copy, also after a Ctrl-C
+        shutil.rmtree(ctx['work'], ignore_errors=True)
     failed = [r['step'] for r in results if r['status'] == 'failed']
     verdict = ((f'GPU: {torch.cuda.get_device_name(device)}.' if gpu else
                 'No CUDA GPU on this machine: the GPU steps were skipped and only the CPU parts ran.') +

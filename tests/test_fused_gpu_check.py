@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def gpu_check(tmp_path, *args):
@@ -64,3 +66,19 @@ def test_imle_step_reads_only_the_run_it_made(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, 'run_logged', fake_run_with_log)
     status, _, details = gpu_check.step_imle(ctx)
     assert status == 'ok' and details['last_tick'] == {'kimg': 12.8, 'step': 199}
+
+def test_work_folder_is_removed_after_ctrl_c(tmp_path, monkeypatch):
+    # The work folder holds the sanitizer harness and a copy of the SG2-ADA checkout: removed however the run ends.
+    import tempfile
+    from click.testing import CliRunner
+    from rtm_plugin import gpu_check
+    (tmp_path / 'tmp').mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    def interrupted(ctx):
+        assert os.path.isdir(ctx['work'])
+        raise KeyboardInterrupt
+    monkeypatch.setitem(gpu_check.STEP_FUNCTIONS, 'environment', interrupted)
+    result = CliRunner().invoke(gpu_check.main, ['--out', str(tmp_path / 'report'), '--quick', '--skip', 'build'])
+    assert result.exit_code == 1 and 'Aborted' in result.output, result.output
+    assert os.listdir(tmp_path / 'tmp') == []
