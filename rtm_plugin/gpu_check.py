@@ -21,7 +21,6 @@ environment and the CPU build (what the test suite runs); --skip drops named ste
 """
 
 import json
-import math
 import os
 import platform
 import re
@@ -138,7 +137,7 @@ def step_tests(ctx):
 def step_sanitizer(ctx):
     sanitizer, nvcc = cuda_tool('compute-sanitizer'), cuda_tool('nvcc')
     if sanitizer is None or nvcc is None:
-        return 'skipped', f'compute-sanitizer or nvcc not found', {}
+        return 'skipped', 'compute-sanitizer or nvcc not found', {}
     props = torch.cuda.get_device_properties(ctx['device'])
     harness = os.path.join(ctx['work'], 'rtm_fused_harness')
     src = os.path.join(REPO, 'torch_utils_ext')
@@ -306,7 +305,7 @@ def _fmt(v):
     return str(v)
 
 def markdown(report):
-    lines = [f'# GPU check', '', f'{report["verdict"]}', '',
+    lines = ['# GPU check', '', report['verdict'], '',
              '| step | status | seconds | summary |', '|---|---|---|---|']
     for r in report['steps']:
         lines.append(f'| {r["step"]} | {r["status"]} | {r["seconds"]:.0f} | {r["summary"]} |')
