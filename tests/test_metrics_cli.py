@@ -141,6 +141,8 @@ def test_cli_reads_stats_npz(sets, cache):
     (('--metrics', 'fid1k_full,pr1k3', '--detector', 'my.pt'), 'cannot tell whether'),
     (('--device', 'nonsense'), '--device nonsense'),
     (('--device', 'cuda:0'), 'no CUDA device') if not torch.cuda.is_available() else (('--device', 'x'), '--device x'),
+    pytest.param(('--device', 'mps'), '--device mps: not usable here',
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason='this machine has MPS')),
 ])
 def test_cli_usage_errors_are_one_line(sets, cache, tmp_path, args, expected):
     root, real, fake, fake_dir = sets

@@ -75,6 +75,11 @@ def main(real_path, fake_path, metrics, detectors, resize, batch, device, cache_
         raise click.UsageError(f'--device {device}: {e}')
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise click.UsageError(f'--device {device}: no CUDA device is available here; use --device cpu')
+    try:        # a device torch knows but this machine lacks (mps, xpu, cuda:7) failed later, blaming the detector
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError, NotImplementedError) as e:
+        raise click.UsageError(f'--device {device}: not usable here ({type(e).__name__}: {str(e).splitlines()[0]}); '
+                               'use --device cpu')
     names = _split_metrics(metrics)
     try:
         digits, files = _detector_files(detectors, names)
