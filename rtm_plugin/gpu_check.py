@@ -21,7 +21,6 @@ environment and the CPU build (what the test suite runs); --skip drops named ste
 """
 
 import json
-import math
 import os
 import platform
 import re
@@ -47,8 +46,9 @@ TARGETS = dict(batch1_us=50.0, peak_percent=40.0, generator_overhead=0.05)
 # Device facts.
 
 def fp32_lanes_per_sm(major, minor):
-    """FP32 FMA lanes per SM: 64 on GP100/GV100/GA100 (sm_60/70/80), 128 on the others since Ampere."""
-    return 64 if (major, minor) in ((6, 0), (7, 0), (8, 0)) else 128
+    """FP32 FMA lanes per SM: 64 on GP100 (sm_60), all of Volta and Turing (sm_7x: V100, Xavier, T4) and GA100
+    (sm_80); 128 on consumer Pascal, the other Amperes, Ada, Hopper and Blackwell."""
+    return 64 if major == 7 or (major, minor) in ((6, 0), (8, 0)) else 128
 
 def max_sm_clock_mhz(index):
     """The GPU's maximum SM clock from nvidia-smi, or None."""
@@ -137,7 +137,7 @@ def step_tests(ctx):
 def step_sanitizer(ctx):
     sanitizer, nvcc = cuda_tool('compute-sanitizer'), cuda_tool('nvcc')
     if sanitizer is None or nvcc is None:
-        return 'skipped', f'compute-sanitizer or nvcc not found', {}
+        return 'skipped', 'compute-sanitizer or nvcc not found', {}
     props = torch.cuda.get_device_properties(ctx['device'])
     harness = os.path.join(ctx['work'], 'rtm_fused_harness')
     src = os.path.join(REPO, 'torch_utils_ext')
@@ -251,10 +251,16 @@ def step_imle(ctx):
     outdir = os.path.join(ctx['out'], 'imle-runs')
     cmd = [sys.executable, '-m', 'rtm_plugin.imle', '--outdir', outdir, '--device', str(ctx['device']),
            '--kimg', '12.8', '--eval-samples', '0', '--no-progress']
+    # A report folder used before holds earlier runs: read only the run folder this command made.
+    earlier = set(os.listdir(outdir)) if os.path.isdir(outdir) else set()
     t0 = time.time()
     code, output = run_logged(cmd, ctx, 'imle', ctx['timeout'](300), env=dict(os.environ, PYTHONPATH=REPO))
-    metrics = [os.path.join(d, f) for d, _, fs in os.walk(outdir) for f in fs if f == 'metrics.jsonl']
-    lines = open(metrics[0]).read().splitlines() if metrics else []
+    made = sorted(set(os.listdir(outdir)) - earlier) if os.path.isdir(outdir) else []
+    metrics = [p for p in (os.path.join(outdir, d, 'metrics.jsonl') for d in made) if os.path.isfile(p)]
+    lines = []
+    if metrics:
+        with open(metrics[-1]) as f:
+            lines = f.read().splitlines()
     last = json.loads(lines[-1]) if lines else {}
     ok = code == 0 and bool(lines)
     return ('ok' if ok else 'failed'), (f'200 steps (12.8 kimg) in {time.time() - t0:.0f} s, last tick: '
@@ -299,7 +305,7 @@ def _fmt(v):
     return str(v)
 
 def markdown(report):
-    lines = [f'# GPU check', '', f'{report["verdict"]}', '',
+    lines = ['# GPU check', '', report['verdict'], '',
              '| step | status | seconds | summary |', '|---|---|---|---|']
     for r in report['steps']:
         lines.append(f'| {r["step"]} | {r["status"]} | {r["seconds"]:.0f} | {r["summary"]} |')
@@ -338,28 +344,30 @@ def main(out, skip, quick, budget):
     click.echo('GPU: ' + (torch.cuda.get_device_name(device) if gpu else
                           'none. This machine has no CUDA GPU (or torch is a CPU build): running the CPU parts only.'))
     results = []
-    for step in STEPS:
-        reason = ('--skip' if step in skipped else
-                  'needs a GPU' if step in GPU_ONLY and not gpu else
-                  '--quick' if quick and step not in ('environment', 'build') else
-                  f'time budget ({budget} s) spent' if time.time() - start > budget else None)
-        t0 = time.time()
-        if reason:
-            status, summary, details = 'skipped', reason, {}
-        else:
-            click.echo(f'[{time.time() - start:5.0f} s] {step}...')
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter('always')
-                    status, summary, details = STEP_FUNCTIONS[step](ctx)
-                for w in caught:
-                    ctx.setdefault('notes', []).append(f'{step}: warning: {str(w.message).splitlines()[0]}')
-            except Exception as e:  # a failed step is reported, the others still run
-                status, summary, details = 'failed', f'{type(e).__name__}: {e}'.splitlines()[0], \
-                                           dict(traceback=traceback.format_exc())
-        results.append(dict(step=step, status=status, seconds=time.time() - t0, summary=summary, details=details))
-        click.echo(f'        {step}: {status}: {summary}')
-    shutil.rmtree(ctx['work'], ignore_errors=True)
+    try:
+        for step in STEPS:
+            reason = ('--skip' if step in skipped else
+                      'needs a GPU' if step in GPU_ONLY and not gpu else
+                      '--quick' if quick and step not in ('environment', 'build') else
+                      f'time budget ({budget} s) spent' if time.time() - start > budget else None)
+            t0 = time.time()
+            if reason:
+                status, summary, details = 'skipped', reason, {}
+            else:
+                click.echo(f'[{time.time() - start:5.0f} s] {step}...')
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter('always')
+                        status, summary, details = STEP_FUNCTIONS[step](ctx)
+                    for w in caught:
+                        ctx.setdefault('notes', []).append(f'{step}: warning: {str(w.message).splitlines()[0]}')
+                except Exception as e:  # a failed step is reported, the others still run
+                    status, summary, details = 'failed', f'{type(e).__name__}: {e}'.splitlines()[0], \
+                                               dict(traceback=traceback.format_exc())
+            results.append(dict(step=step, status=status, seconds=time.time() - t0, summary=summary, details=details))
+            click.echo(f'        {step}: {status}: {summary}')
+    finally:        # the harness binary and the SG2-ADA copy, also after a Ctrl-C
+        shutil.rmtree(ctx['work'], ignore_errors=True)
     failed = [r['step'] for r in results if r['status'] == 'failed']
     verdict = ((f'GPU: {torch.cuda.get_device_name(device)}.' if gpu else
                 'No CUDA GPU on this machine: the GPU steps were skipped and only the CPU parts ran.') +

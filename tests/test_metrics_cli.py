@@ -3,7 +3,6 @@
 import json
 import shutil
 import socket
-import warnings
 import zipfile
 
 import numpy as np
@@ -16,8 +15,9 @@ from rtm_plugin.datasets.stacked_digits import make_stacked_digits
 from rtm_plugin.metrics import detectors
 from rtm_plugin.metrics.cli import main
 from rtm_plugin.metrics.detectors import url_cache_path
-from rtm_plugin.metrics.image_files import read_images
+from rtm_plugin.metrics.image_files import open_images, read_images
 from rtm_plugin.metrics.metric_main import calc_metric
+from test_metrics_detectors import write_detector
 
 def save_pngs(images, folder):
     folder.mkdir(parents=True)
@@ -99,27 +99,10 @@ def test_cli_no_longer_defaults_to_digits(tmp_path, monkeypatch, cache):
     assert [p['metric'] for p in lines(result)] == ['fid1k_full', 'is1k']
     assert set(lines(result)[1]['results']) == {'is1k_mean', 'is1k_std'}
 
-class TinyInception(torch.nn.Module):
-    """stylegan2-ada's detector call signature: uint8 [N, 3, H, W] in; features, or a softmax over 5 classes."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = torch.nn.Linear(3, 4)
-        self.logits = torch.nn.Linear(4, 5)
-
-    def forward(self, img: torch.Tensor, return_features: bool = False, no_output_bias: bool = False):
-        f = self.features(img.to(torch.float32).mean([2, 3]) / 255)
-        if return_features:
-            return f
-        return torch.softmax(self.logits(f) - self.logits.bias if no_output_bias else self.logits(f), 1)
-
 def write_tiny_inception(path):
+    """test_metrics_detectors' stand-in with upstream's interface, put where rtm-eval looks for the weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)
-        torch.manual_seed(0)
-        torch.jit.script(TinyInception()).save(str(path))
-    return path
+    return write_detector(path)
 
 def test_cli_refuses_mismatched_resolutions_unless_resize(sets, cache, tmp_path):
     root, real, fake, fake_dir = sets
@@ -158,6 +141,8 @@ def test_cli_reads_stats_npz(sets, cache):
     (('--metrics', 'fid1k_full,pr1k3', '--detector', 'my.pt'), 'cannot tell whether'),
     (('--device', 'nonsense'), '--device nonsense'),
     (('--device', 'cuda:0'), 'no CUDA device') if not torch.cuda.is_available() else (('--device', 'x'), '--device x'),
+    pytest.param(('--device', 'mps'), '--device mps: not usable here',
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason='this machine has MPS')),
 ])
 def test_cli_usage_errors_are_one_line(sets, cache, tmp_path, args, expected):
     root, real, fake, fake_dir = sets
@@ -167,11 +152,34 @@ def test_cli_usage_errors_are_one_line(sets, cache, tmp_path, args, expected):
         result = invoke('--real', root / 'real.npy', '--fake', root / 'fake.npy', '--cache-dir', cache, *args)
     assert expected in error_line(result)
 
+def test_unwritable_cache_or_out_is_one_line(tmp_path):
+    # The statistics cache and --out are written after the work: an OSError there was a traceback.
+    rng = np.random.default_rng(0)
+    for name in ('a', 'b'):
+        np.save(tmp_path / f'{name}.npy', rng.integers(0, 256, (1000, 3, 16, 16), dtype=np.uint8))
+    detector = write_tiny_inception(tmp_path / 'inception-2015-12-05.pt')
+    (tmp_path / 'file').write_text('x')
+    args = ('--real', tmp_path / 'a.npy', '--fake', tmp_path / 'b.npy', '--metrics', 'fid1k_full', '--detector',
+            detector, '--no-progress')
+    for extra, expected in [(('--cache-dir', tmp_path / 'file' / 'cache'), '--cache-dir must be a writable folder'),
+                            (('--out', tmp_path / 'file' / 'out.jsonl'), 'give --out a file in a writable folder')]:
+        result = invoke(*args, *extra)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exc_info
+        message = result.stderr.strip()
+        assert message.startswith('Error: ') and '\n' not in message and expected in message, message
+
 def test_readers_agree(sets):
     root, real, fake, fake_dir = sets
     assert np.array_equal(read_images(root / 'real.zip'), real)
     assert np.array_equal(read_images(fake_dir, max_images=50), fake[:50])
     assert np.array_equal(read_images(root / 'fake.npy'), fake)
+
+def test_npy_batches_are_writable(sets):
+    # A .npy is read through a read-only memory map; its batches went to torch.from_numpy as they were, and
+    # every rtm-eval on a .npy printed torch's multi-line "The given NumPy array is not writable" warning.
+    root, real, fake, fake_dir = sets
+    batches = list(open_images(root / 'fake.npy').batches(300))
+    assert all(b.flags.writeable for b in batches) and np.array_equal(np.concatenate(batches), fake)
 
 def test_grayscale_and_rgba_become_rgb(tmp_path):
     (tmp_path / 'set').mkdir()

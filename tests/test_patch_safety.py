@@ -4,6 +4,7 @@ The toy checkout and target are test_patching.py's. Every refusal must leave the
 it, byte for byte as it was.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -176,6 +177,18 @@ def test_stale_lock_file_is_taken_over_and_removed(tree):
     assert not (root / LOCK_FILE).exists()
     assert engine.revert(root).changed
     assert not (root / LOCK_FILE).exists()
+
+@pytest.mark.skipif(engine.fcntl is None, reason='flock (POSIX)')
+def test_file_system_without_locks_is_named_not_blamed_on_another_run(tree, monkeypatch):
+    root, target, _ = tree
+    before = snapshot(root)
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(engine.fcntl, 'flock', no_locks)
+    with pytest.raises(PatchError, match=r'^\S*\.rtm-patch\.lock: cannot lock the checkout \(No locks available\); '
+                                         r'run rtm-patch on a file system that supports file locks'):
+        engine.apply(root, target)
+    assert snapshot(root) == before
 
 TOY_SPEC = '''
 from rtm_plugin.patching.spec import AddFile, FilePatch, Insert, Replace, Target

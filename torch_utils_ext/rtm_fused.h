@@ -24,7 +24,7 @@
 #define RTM_PIECE __host__ __device__ __forceinline__
 #define RTM_UNROLL _Pragma("unroll")
 #define RTM_UNROLL_ROWS _Pragma("unroll")
-#define RTM_UNROLL_K _Pragma("unroll 2")        // 2 k steps: their loads issue ahead of the FMAs (4 spills on sm_80)
+#define RTM_UNROLL_K _Pragma("unroll 2")        // 2 k steps: their loads issue ahead of the FMAs (4: spills on sm_80)
 #define RTM_RESTRICT __restrict__
 #else
 #define RTM_HD inline

@@ -3,8 +3,8 @@
 // they fit, else they stream from L2), then loops over tiles of samples whose carries stay in shared memory
 // for all steps. The arithmetic is rtm_fused.h's, shared with the CPU kernel. No torch and no CUDA header
 // here: this header compiles alone with nvcc (tests/test_fused_nvcc.py: registers, spills, no generic
-// loads) and with g++ under tests/cuda_emulation.h (tests/test_fused_kernel_emulation.py runs this very body
-// on CPU threads).
+// loads) and with g++ under the CUDA emulation header in tests/test_fused_kernel_emulation.py, which runs this
+// very body on CPU threads.
 //
 // Resource reports (nvcc 13.0, -O3, ptxas --resource-usage; tests/test_fused_nvcc.py keeps them free of spills
 // and stack, and the PTX free of generic loads and stores):

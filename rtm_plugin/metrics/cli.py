@@ -33,6 +33,10 @@ def _detector_files(values, names):
         files[kind] = value
     return digits, files
 
+def _os_error(e, fix):
+    where = f'{e.filename}: ' if e.filename else ''
+    return f'{where}{e.strerror or e}; {fix}'
+
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
 @click.option('--real', 'real_path', required=True, type=click.Path(exists=True),
               help='Real images: folder, zip or .npy; or reference statistics .npz (mu, sigma)')
@@ -71,6 +75,11 @@ def main(real_path, fake_path, metrics, detectors, resize, batch, device, cache_
         raise click.UsageError(f'--device {device}: {e}')
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise click.UsageError(f'--device {device}: no CUDA device is available here; use --device cpu')
+    try:        # a device torch knows but this machine lacks (mps, xpu, cuda:7) failed later, blaming the detector
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError, NotImplementedError) as e:
+        raise click.UsageError(f'--device {device}: not usable here ({type(e).__name__}: {str(e).splitlines()[0]}); '
+                               'use --device cpu')
     names = _split_metrics(metrics)
     try:
         digits, files = _detector_files(detectors, names)
@@ -90,10 +99,17 @@ def main(real_path, fake_path, metrics, detectors, resize, batch, device, cache_
                                      detector=files.get(spec.detector), resize=resize)
             except (ValueError, TypeError, FileNotFoundError, DetectorDownloadError) as e:
                 raise click.UsageError(str(e))
+            except OSError as e:    # e.g. the statistics cache cannot be written: a file on the way, no space
+                raise click.ClickException(_os_error(e, 'fix that path (--cache-dir must be a writable folder) '
+                                                        'and run again'))
         for w in caught:
             if issubclass(w.category, UserWarning):
                 click.echo(f'warning: {w.message}', err=True)
         lines.append(report_metric(result, echo=False))
         click.echo(lines[-1])
     if out:
-        atomic_write(out, lambda f: f.write(''.join(line + '\n' for line in lines).encode()))
+        try:
+            atomic_write(out, lambda f: f.write(''.join(line + '\n' for line in lines).encode()))
+        except OSError as e:
+            raise click.ClickException(_os_error(e, 'give --out a file in a writable folder (the results are on '
+                                                    'stdout above)'))

@@ -60,7 +60,7 @@ class FeatureStats:
 
 @torch.no_grad()
 def stream_features(images, fn, capture_all=False, batch_size=256, progress=False, desc='features'):
-    """FeatureStats of fn(uint8 torch batch) over every batch of the ImageSet `images`, with a tqdm bar."""
+    """FeatureStats of fn(uint8 torch batch) over every batch of the ImageStream `images`, with a tqdm bar."""
     stats = FeatureStats(capture_all)
     with tqdm(total=len(images), desc=desc, unit='img', disable=not progress, leave=False) as bar:
         for batch in images.batches(batch_size):
@@ -121,7 +121,7 @@ def load_stats(path):
     return ReferenceStats(mu, sigma, num, features, detector, resolution, source=os.fspath(path))
 
 def stats_cache_path(images, detector_id, cache_dir=None, capture_all=False):
-    """<cache root>/gan-metrics/<detector>-<count>-<key>[-features].npz for an ImageSet and a detector's cache_id."""
+    """<cache root>/gan-metrics/<detector>-<count>-<key>[-features].npz for an ImageStream and a detector's cache_id."""
     key = json.dumps(dict(version=STATS_VERSION, fingerprint=images.fingerprint(), detector=detector_id,
                           num=len(images), shape=list(images.shape)), sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:20]

@@ -30,7 +30,7 @@ def _resize(x, resolution):
     y = np.asarray(img.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8)
     return y[None] if mode == 'L' else y.transpose(2, 0, 1)
 
-class ImageSet:
+class ImageStream:
     """The interface: len(), shape (C, H, W), fingerprint(), batches(batch_size) -> uint8 numpy [B, C, H, W]."""
 
     name = 'images'
@@ -47,7 +47,7 @@ class ImageSet:
     def _finish(self, x):
         return _resize(x, self.resolution) if self.resolution else x
 
-class ArrayImages(ImageSet):
+class ArrayImages(ImageStream):
     """Images already in memory (numpy or torch, uint8 [N, C, H, W]); a .npy file is read through a memory map."""
 
     def __init__(self, array, name='images', max_images=None, resolution=None):
@@ -73,10 +73,11 @@ class ArrayImages(ImageSet):
 
     def batches(self, batch_size):
         for i in range(0, self.count, batch_size):
-            x = np.asarray(self.array[i:i + batch_size])
+            # a copy: a .npy's memory map is read-only, and torch.from_numpy warns about every such array
+            x = np.array(self.array[i:i + batch_size])
             yield np.stack([self._finish(y) for y in x]) if self.resolution else x
 
-class FileImages(ImageSet):
+class FileImages(ImageStream):
     """The image files of a folder or zip, decoded lazily."""
 
     def __init__(self, source, max_images=None, resolution=None):
@@ -141,7 +142,7 @@ class FileImages(ImageSet):
                 yield np.stack(batch)
 
 def open_images(source, max_images=None, resolution=None, name=None):
-    """An ImageSet for a path (folder, zip, .npy) or an array; `resolution` resizes every image to it (Lanczos)."""
+    """An ImageStream for a path (folder, zip, .npy) or an array; `resolution` resizes every image to it (Lanczos)."""
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return ArrayImages(source, name or 'images', max_images, resolution)
     source = os.fspath(source)

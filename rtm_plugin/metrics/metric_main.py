@@ -30,7 +30,7 @@ import torch
 
 from rtm_plugin.metrics.feature_stats import (ReferenceStats, load_stats, save_stats, stats_cache_path,
                                               stream_features)
-from rtm_plugin.metrics.image_files import ImageSet, open_images
+from rtm_plugin.metrics.image_files import ImageStream, open_images
 
 class MetricWarning(UserWarning):
     """A metric was computed on too few samples to mean much, or against statistics of unknown provenance."""
@@ -143,7 +143,7 @@ def _to_uint8(images):
     """Generator output in [-1, 1] -> uint8, as the trainer saves its samples."""
     return ((images.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
-class GeneratedImages(ImageSet):
+class GeneratedImages(ImageStream):
     """`count` samples of G (eval mode, w_avg untouched), z drawn in blocks of Z_BLOCK from seeded generators, so
     the samples depend on the seed alone, not on the batch size."""
 

@@ -304,15 +304,21 @@ def checkout_root(root) -> Path:
 #----------------------------------------------------------------------------
 # One writer at a time.
 
-def _try_lock(fd) -> bool:
+def _try_lock(fd, path) -> bool:
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         else:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         return True
-    except OSError:     # BlockingIOError (flock), PermissionError (msvcrt): held by another process
+    except (BlockingIOError, PermissionError):  # flock / msvcrt: held by another process
         return False
+    except OSError as err:      # a file system without locks (ENOLCK): not "another rtm-patch"
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)     # nobody can hold a lock here, so nobody else uses the file
+        raise PatchError(f'{path}: cannot lock the checkout ({err.strerror}); run rtm-patch on a file system that '
+                         f'supports file locks (a local disk)') from None
 
 @contextlib.contextmanager
 def checkout_lock(root: Path):
@@ -327,7 +333,7 @@ def checkout_lock(root: Path):
         except OSError as err:
             raise PatchError(f'{path}: cannot create the lock file ({err.strerror}); make {root} writable (and '
                              f'{LOCK_FILE} a plain file, if it is a link) and run again') from None
-        if not _try_lock(fd):
+        if not _try_lock(fd, path):
             try:
                 holder = os.read(fd, 32).decode('ascii', 'replace').strip() or 'unknown'
             except OSError:     # msvcrt's lock also blocks reads
