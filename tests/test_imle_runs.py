@@ -209,8 +209,8 @@ def error_cases(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'faiss', None)             # faiss not installed
     zipped = bad_crc_zip(tmp_path / 'bad.zip', tiny_images())
     return {
-        'cuda': (['--device', 'cuda'], '--device cuda: torch sees no CUDA GPU here; use --device cpu'),
-        'nonsense': (['--device', 'nonsense'], '--device nonsense: not a torch device'),
+        'cuda': (['--device', 'cuda'], '--device cuda: CUDA is not available here'),
+        'nonsense': (['--device', 'nonsense'], "--device 'nonsense': not a torch device"),
         'file': (['--outdir', tmp_path / 'a-file'], 'is a file, not a folder'),
         'readonly': (['--outdir', readonly / 'runs'], 'is not writable'),
         'faiss': (['--knn-backend', 'faiss'], 'faiss is not installed; pip install faiss-cpu'),

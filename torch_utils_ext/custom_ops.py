@@ -1,5 +1,9 @@
 """Build-once loading of C++/CUDA extensions, after upstream's torch_utils/custom_ops.py.
 
+As upstream, each version of the sources builds in its own folder (TORCH_EXTENSIONS_DIR/<py>_<cpu|cuXY>/<name>-<digest
+of the sources and the headers beside them>): with one folder per name, two processes running different versions
+(two checkouts, or an upgrade while a run goes on) rebuild over each other and one imports the other's module.
+
 Two things differ from upstream, both found on current stacks:
 - The module that torch.utils.cpp_extension.load() returns is used as is. With pybind11 3 the built module is
   not placed in sys.modules, so upstream's importlib.import_module() fails after a good build.
@@ -7,10 +11,12 @@ Two things differ from upstream, both found on current stacks:
   takes its grandparent directory as the toolkit root, and linking then fails on -lcudart.
 """
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+import sys
 
 import torch
 import torch.utils.cpp_extension
@@ -58,6 +64,26 @@ def _use_cuda_home():
 
 #----------------------------------------------------------------------------
 
+SOURCE_EXTENSIONS = ('.c', '.cc', '.cpp', '.cu', '.cuh', '.h', '.hpp')
+
+def build_directory(module_name, sources, with_cuda=False):
+    """The build folder of this version of the sources: keyed by a digest of their bytes and of the headers in
+    their folders (what they may include)."""
+    folders = sorted({os.path.dirname(os.path.abspath(s)) for s in sources})
+    files = sorted({os.path.abspath(s) for s in sources} |
+                   {os.path.join(d, f) for d in folders for f in os.listdir(d) if f.endswith(SOURCE_EXTENSIONS)})
+    digest = hashlib.md5()
+    for path in files:
+        digest.update(os.path.basename(path).encode() + b'\0')
+        with open(path, 'rb') as f:
+            digest.update(f.read())
+    root = os.environ.get('TORCH_EXTENSIONS_DIR') or torch.utils.cpp_extension.get_default_build_root()
+    flavour = f'cu{torch.version.cuda.replace(".", "")}' if with_cuda and torch.version.cuda else 'cpu'
+    path = os.path.join(root, f'py{sys.version_info.major}{sys.version_info.minor}_{flavour}',
+                        f'{module_name}-{digest.hexdigest()[:16]}')
+    os.makedirs(path, exist_ok=True)
+    return path
+
 def get_plugin(module_name, sources, with_cuda=False, **build_kwargs):
     """Builds (or loads from TORCH_EXTENSIONS_DIR) the extension once per process and returns its module."""
     assert verbosity in ['none', 'brief', 'full']
@@ -71,6 +97,7 @@ def get_plugin(module_name, sources, with_cuda=False, **build_kwargs):
         torch.utils.cpp_extension.verify_ninja_availability()
         if with_cuda:
             _use_cuda_home()
+        build_kwargs.setdefault('build_directory', build_directory(module_name, sources, with_cuda))
         module = torch.utils.cpp_extension.load(name=module_name, sources=sources, with_cuda=with_cuda,
                                                 verbose=(verbosity == 'full'), **build_kwargs)
     except BaseException:

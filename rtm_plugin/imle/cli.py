@@ -2,12 +2,16 @@
 
 With no --data it runs the embedded default: Stacked Digits (1000 modes) at 16 px on CPU, then prints
 modes covered, KL, FID, precision, recall, density and coverage in the digit classifier's feature space.
-With --data it trains on a folder or a dataset_tool.py zip with the official few-shot settings.
+With --data it trains on a folder or a dataset_tool.py zip with the official few-shot settings, or with a
+--preset (cifar10, celebahq, fewshot: the paper's setups; fewshot-official), each a YAML file in
+rtm_plugin/imle/presets/ naming the source of every value. --dry-run prints the resolved settings and exits.
 
 main() is four steps: resolve (check every option and read the data; nothing is written), build (the Trainer),
 train (the run folder is made only now) and evaluate (the final metrics and the summary line).
 """
 
+import json
+import math
 import os
 import re
 import sys
@@ -19,7 +23,10 @@ import numpy as np
 import torch
 
 from rtm_plugin.imle.checkpoint import find_resume
-from rtm_plugin.imle.config import DEFAULT_NUM_IMAGES, DEFAULT_RUN, FEWSHOT, IMLEConfig, config_from_dict
+from rtm_plugin.imle.config import DEFAULT_NUM_IMAGES, IMLEConfig, as_dict, config_from_dict
+from rtm_plugin.imle.distributed import init_from_env, select_device
+from rtm_plugin.imle.presets import PRESETS, resolve as resolve_settings
+from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, fid_samples, protocol_metrics
 from rtm_plugin.imle.runlog import Tee
 from rtm_plugin.imle.train import RunOptions, Trainer, loss_kind
 
@@ -40,8 +47,8 @@ def load_training_images(data, resolution, num_images, seed, skip_bad, log, need
         images, _ = make_stacked_digits(num_images, resolution, seed=seed)
         reals = make_stacked_digits(10000, resolution, seed=seed + 1)[0] if need_reals else None
         return images, reals, dict(name='stacked_digits', num_images=num_images, resolution=resolution, seed=seed)
-    from rtm_plugin.imle.data import load_images
-    found = load_images(data, resolution, skip_bad=skip_bad, max_images=num_images)
+    from rtm_plugin.imle.datacache import load_images_shared
+    found = load_images_shared(data, resolution, skip_bad=skip_bad, max_images=num_images, log=log)
     if found.skipped:
         log(f'skipped {len(found.skipped)} unreadable image(s), e.g. {found.skipped[0][1]}')
     log(f'{data}: {len(found.images)} images, {found.images.shape[-1]} px')
@@ -71,18 +78,14 @@ def evaluate_generator(G, reals_u8, num_samples, detector, seed, device, batch=2
 
 # ---------------------------------------------------------------------- checks of single options
 def check_device(name):
+    """The device this process trains on (CUDA when available for 'auto'; cuda:$LOCAL_RANK under torchrun), with
+    the process group started, before the ranks share the data."""
     try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise click.UsageError(f'--device {name}: not a torch device; use cpu, cuda or cuda:N') from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise click.UsageError(f'--device {name}: torch sees no CUDA GPU here; use --device cpu')
-    if device.type == 'cuda' and device.index is not None and device.index >= torch.cuda.device_count():
-        raise click.UsageError(f'--device {name}: only {torch.cuda.device_count()} GPU(s); use cuda:0 ... '
-                               f'cuda:{torch.cuda.device_count() - 1}')
-    if device.type not in ('cpu', 'cuda'):
-        raise click.UsageError(f'--device {name}: rtm-imle trains on cpu or cuda; use --device cpu')
-    return name
+        device = str(select_device(name))
+        init_from_env(device)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    return device
 
 def check_outdir(outdir):
     """The folder the run folder goes into must be a writable folder, or creatable in one."""
@@ -124,28 +127,39 @@ class Setup:
     threads: int
     eval_samples: int
     detector: str
+    eval_protocol: str = None       # a paper table's final metrics (protocols.py)
+    protocol_metrics: list = None
 
-def resolve(args, log):
-    """Settings for a new run, or (--resume) the ones the snapshot was trained with plus what was given."""
-    given = {k: args[k] for k in CONFIG_OPTIONS if args.get(k) is not None}
+def resolve_setup(args, log):
+    """Settings for a new run (preset, then flags), or (--resume) the ones the snapshot was trained with plus
+    what was given. None for --dry-run, which prints the settings instead."""
+    flags = {k: args[k] for k in CONFIG_OPTIONS if args.get(k) is not None}
+    settings = resolve_settings(args['preset'], flags, args['data'], args['eval_protocol'])
+    if args['dry_run']:
+        print_dry_run(settings, args['data'], settings.given)
+        return None
     if args['resume']:
-        return _resolve_resume(args, given, log)
-    return _resolve_new(args, given, log)
+        return _resolve_resume(args, flags, log)
+    if args['preset'] and not args['data']:
+        raise click.UsageError(f'--preset {args["preset"]} is a setup for real data: pass --data (a folder or a '
+                               'zip; rtm-imle-prepare makes one)')
+    return _resolve_new(args, settings, log)
 
-def _resolve_new(args, given, log):
-    device = check_device(args['device'] or 'cpu')
+def _resolve_new(args, settings, log):
+    device = check_device(args['device'] or 'auto')
     check_outdir(args['outdir'])
     data, num_images = args['data'], args['num_images']
-    base = FEWSHOT if data else DEFAULT_RUN
     if data is None and num_images is None:
         num_images = DEFAULT_NUM_IMAGES
-    if 'z_dim' in given and 'rtm_dim' not in given:
-        given['rtm_dim'] = max(1, given['z_dim'] // given.get('rtm_tokens', base.rtm_tokens))
-    cfg = replace(base, **given)
+    cfg, given = settings.config, settings.given
     check_knn_backend(cfg.knn_backend)
     metrics = parse_metrics(args['metrics'])
     detector = args['detector'] or ('digits' if data is None else None)
-    eval_samples = 10000 if args['eval_samples'] is None else args['eval_samples']
+    eval_samples = args['eval_samples']
+    if settings.eval_protocol:          # the built-in evaluation draws the protocol's FID count on Inception
+        detector = detector or 'inception'
+        eval_samples = fid_samples(settings.eval_protocol) if eval_samples is None else eval_samples
+    eval_samples = 10000 if eval_samples is None else eval_samples
     images, reals, tsk = load_training_images(data, cfg.resolution if ('resolution' in given or not data) else None,
                                               num_images, cfg.seed, args['skip_bad'], log,
                                               need_reals=bool(metrics or (eval_samples and detector)))
@@ -157,10 +171,12 @@ def _resolve_new(args, given, log):
     desc = f'{"digits" if data is None else os.path.splitext(os.path.basename(os.path.normpath(data)))[0]}-{cfg.map}'
     opts = RunOptions(outdir=next_run_dir(args['outdir'], desc), snap_kimg=args['snap_kimg'] or
                       (25.0 if data is None else 50.0), grid_kimg=args['grid_kimg'] or 10.0, device=device,
+                      amp=args['amp'] or 'off', pool_batch=args['pool_batch'] or 256,
                       perceptual=args['perceptual'] or 'auto', lpips_vgg=args['lpips_vgg'],
                       lpips_lin=args['lpips_lin'], progress=not args['no_progress'], training_set_kwargs=tsk,
                       metrics=metrics, metric_reals=reals)
-    return Setup(cfg, opts, images, reals, None, opts.outdir, True, threads, eval_samples, detector)
+    return Setup(cfg, opts, images, reals, None, opts.outdir, True, threads, eval_samples, detector,
+                 settings.eval_protocol, settings.metrics)
 
 def _resolve_resume(args, given, log):
     try:
@@ -171,7 +187,8 @@ def _resolve_resume(args, given, log):
     exact = not args['inexact_resume']
     tsk = dict(snapshot.data.get('training_set_kwargs') or {})
     legacy_default_run = not saved and 'path' not in tsk      # snapshots of earlier versions record no options
-    device = check_device(args['device'] or saved.get('device', 'cpu'))
+    # the device type it trained on ('cuda', not cuda:0: under torchrun each rank takes its own)
+    device = check_device(args['device'] or (torch.device(saved['device']).type if saved.get('device') else 'cpu'))
     threads = saved.get('threads') or (1 if legacy_default_run and device == 'cpu' else None)
     if args['threads'] and threads and args['threads'] != threads and exact:
         raise click.UsageError(f'--threads {args["threads"]}: this run was trained with {threads} thread(s), '
@@ -207,16 +224,20 @@ def _resolve_resume(args, given, log):
     metrics = parse_metrics(args['metrics']) if args['metrics'] is not None else tuple(saved.get('metrics', ()))
     detector = args['detector'] or saved.get('detector') or ('digits' if data is None else None)
     eval_samples = args['eval_samples'] if args['eval_samples'] is not None else saved.get('eval_samples', 10000)
+    eval_protocol = args['eval_protocol'] or saved.get('eval_protocol')
     images, reals, tsk = load_training_images(data, cfg.resolution, num_images, cfg.seed, skip_bad, log,
                                               need_reals=bool(metrics or (eval_samples and detector)))
     run_dir = os.path.dirname(os.path.abspath(snapshot.path))
     opts = RunOptions(outdir=run_dir, snap_kimg=args['snap_kimg'] or saved.get('snap_kimg') or
                       (25.0 if data is None else 50.0), grid_kimg=args['grid_kimg'] or saved.get('grid_kimg', 10.0),
-                      tick_kimg=saved.get('tick_kimg', RunOptions.tick_kimg), device=device, perceptual=perceptual,
+                      tick_kimg=saved.get('tick_kimg', RunOptions.tick_kimg), device=device,
+                      amp=args['amp'] or saved.get('amp', 'off'), pool_batch=args['pool_batch'] or
+                      saved.get('pool_batch', 256), perceptual=perceptual,
                       lpips_vgg=lpips_vgg, lpips_lin=lpips_lin, progress=not args['no_progress'],
                       training_set_kwargs=tsk, run_id=state.get('run_id'), metrics=metrics, metric_reals=reals,
                       snapshot_unit=saved.get('snapshot_unit', 'step'), allow_changes=not exact)
-    return Setup(cfg, opts, images, reals, snapshot, run_dir, False, threads, eval_samples, detector)
+    return Setup(cfg, opts, images, reals, snapshot, run_dir, False, threads, eval_samples, detector,
+                 eval_protocol, protocol_metrics(eval_protocol) if eval_protocol else None)
 
 def _existing(path):
     return path if path and os.path.isfile(path) else None
@@ -225,7 +246,8 @@ def _existing(path):
 def build(setup, log):
     if setup.threads:
         torch.set_num_threads(setup.threads)
-    setup.opts.extra = dict(eval_samples=setup.eval_samples, detector=setup.detector, command=sys.argv)
+    setup.opts.extra = dict(eval_samples=setup.eval_samples, detector=setup.detector,
+                            eval_protocol=setup.eval_protocol, command=sys.argv)
     try:
         return Trainer(setup.cfg, setup.images, setup.opts, resume=setup.snapshot, log=log)
     except RECOVERABLE as e:
@@ -240,7 +262,7 @@ def train(setup, trainer, log):
                                      if setup.snapshot else ''))
     log(f'{cfg.map} mapper + {cfg.decoder} decoder, {sum(p.numel() for p in trainer.G.parameters()):,} parameters; '
         f'{trainer.num} images at {cfg.resolution} px; pool {trainer.pool}; loss: {trainer.loss_name}; '
-        f'{trainer.world} process(es), {torch.get_num_threads()} thread(s)')
+        f'{trainer.world} process(es) on {trainer.device}, amp {trainer.amp}, {torch.get_num_threads()} thread(s)')
     t0 = time.time()
     try:
         status, path = trainer.run()
@@ -262,7 +284,8 @@ def train(setup, trainer, log):
 def evaluate(setup, trainer, path, seconds, rank):
     cfg = setup.cfg
     record = dict(kind='eval', step=trainer.step, kimg=trainer.kimg, train_seconds=seconds,
-                  snapshot=os.path.basename(path) if path else None)
+                  snapshot=os.path.basename(path) if path else None, eval_protocol=setup.eval_protocol,
+                  protocol_metrics=setup.protocol_metrics)
     if rank != 0:
         return
     if setup.eval_samples and setup.detector:
@@ -282,6 +305,9 @@ def evaluate(setup, trainer, path, seconds, rank):
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
 @click.option('--data', type=click.Path(exists=True), help='Image folder or dataset_tool.py zip [default: embedded Stacked Digits]')
+@click.option('--preset', type=click.Choice(PRESETS), help='Settings of a paper setup (cifar10, celebahq, fewshot) or of the official code (fewshot-official); flags override them')
+@click.option('--dry-run', is_flag=True, help='Print the resolved settings and parameter counts as JSON, then exit')
+@click.option('--eval-protocol', type=click.Choice(sorted(EVAL_PROTOCOLS)), help="A paper table's final metrics [the preset's]")
 @click.option('--outdir', default='imle-runs', help='Where run folders are created')
 @click.option('--resume', type=click.Path(exists=True), help='Run folder (its newest good snapshot) or snapshot .pkl '
               'to continue in place, with the settings it was trained with')
@@ -292,9 +318,11 @@ def evaluate(setup, trainer, path, seconds, rank):
 @click.option('--rtm-dim', type=click.IntRange(min=1), help='RTM token width [z_dim / tokens]')
 @click.option('--rtm-block', type=click.Choice(['mlp', 'attention']), help='RTM block [mlp]')
 @click.option('--mlp-layers', type=click.IntRange(min=1), help='MLP mapper depth [8]')
-@click.option('--decoder', type=click.Choice(['fewshot', 'convnext', 'stylegan2']), help='Decoder [fewshot]')
-@click.option('--dec-blocks', help='Few-shot decoder block string, e.g. 1x4,4m1,4x4,8m4 [official, cut at resolution]')
-@click.option('--width', type=click.IntRange(min=4), help='Decoder width [384; 64 in the default run]')
+@click.option('--decoder', type=click.Choice(['fewshot', 'convnext', 'stylegan2']), help='Decoder: fewshot, convnext (App. C) or stylegan2 [fewshot]')
+@click.option('--dec-blocks', help='Decoder block string, e.g. 1x4,4m1,4x4,8m4 [fewshot: official, cut at resolution; convnext: App. C]')
+@click.option('--width', type=click.IntRange(min=4), help='Decoder width [384; 32 in the default run]')
+@click.option('--bottleneck', type=click.FloatRange(min=0, min_open=True), help='Few-shot block bottleneck ratio [0.25]')
+@click.option('--noise/--no-noise', default=None, help='Spatial noise injection at <= 256 px (App. C) [off; on in the paper presets]')
 @click.option('--z-dim', type=click.IntRange(min=1), help='Latent size [1024; 128 in the default run]')
 @click.option('--w-dim', type=click.IntRange(min=1), help='Style size [1024; 128 in the default run]')
 @click.option('--resolution', type=click.IntRange(min=8), help='Image resolution [data; 16 in the default run]')
@@ -303,11 +331,26 @@ def evaluate(setup, trainer, path, seconds, rank):
 @click.option('--batch', type=click.IntRange(min=1), help='Global batch size [4; 64 in the default run]')
 @click.option('--kimg', type=click.FloatRange(min=0, min_open=True), help='Training length in thousands of images')
 @click.option('--lr', type=click.FloatRange(min=0, min_open=True), help='Learning rate [2e-4]')
+@click.option('--optimizer', type=click.Choice(['adam', 'adamw']), help='adamw (official) or adam (the paper, App. F) [adamw]')
+@click.option('--beta1', type=click.FloatRange(0, 1, max_open=True), help='Adam beta1 [0.9; 0.5 in the paper presets]')
+@click.option('--beta2', type=click.FloatRange(0, 1, max_open=True), help='Adam beta2 [0.9; 0.999 in the paper presets]')
+@click.option('--weight-decay', type=click.FloatRange(min=0), help='Weight decay [0.01; 0 in the paper presets]')
+@click.option('--warmup-iters', type=click.IntRange(min=0), help='Linear LR warm-up steps [10]')
+@click.option('--lr-decay-epochs', type=click.IntRange(min=1), help='StepLR step size in epochs [4000]')
+@click.option('--lr-decay-gamma', type=click.FloatRange(min=0, min_open=True), help='StepLR factor [0.25]')
+@click.option('--shuffle/--no-shuffle', default=None, help='Reshuffle the data every epoch [off, as the official code]')
 @click.option('--ema', type=click.FloatRange(0, 1), help='EMA decay [0.9999]')
+@click.option('--ema-rampup/--no-ema-rampup', default=None, help='EMA ramp-up beta_t = min(ema, (1+t)/(10+t)) [off; on in the default run]')
 @click.option('--force-factor', type=click.FloatRange(min=0, min_open=True), help='Pool = force_factor x N [20]')
 @click.option('--force-resample', type=click.IntRange(min=1), help='Re-match every this many epochs [30]')
+@click.option('--pool-multiple', type=click.IntRange(min=1), help='Pool size is rounded up to a multiple of this [1024]')
 @click.option('--eps', type=click.FloatRange(min=0), help='Rejection radius on the unit sphere, 0 = IMLE [0.12]')
+@click.option('--proj-dim', type=click.IntRange(min=1), help='Random projection size for matching [800]')
+@click.option('--perturb', type=click.FloatRange(min=0), help='Noise added to a matched latent [0.001]')
+@click.option('--lpips-coef', type=click.FloatRange(min=0), help='LPIPS weight in the loss [1.0]')
+@click.option('--l2-coef', type=click.FloatRange(min=0), help='MSE weight in the loss [0.1]')
 @click.option('--knn-backend', type=click.Choice(['torch', 'faiss']), help='Nearest-neighbour backend [torch]')
+@click.option('--knn-max-elements', type=click.IntRange(min=1), help='Distance-matrix chunk, in floats [2^24]')
 @click.option('--seed', type=int, help='Random seed [0]')
 @click.option('--perceptual', type=click.Choice(['auto', 'lpips', 'fallback']),
               help='LPIPS-VGG when its weights are found (auto), required (lpips), or the fallback loss [auto]')
@@ -315,15 +358,20 @@ def evaluate(setup, trainer, path, seconds, rank):
 @click.option('--lpips-lin', type=click.Path(exists=True, dir_okay=False), help='lpips weights/v0.1/vgg.pth')
 @click.option('--snap-kimg', type=click.FloatRange(min=0, min_open=True), help='Snapshot interval [50; 25 default run]')
 @click.option('--grid-kimg', type=click.FloatRange(min=0, min_open=True), help='Sample-grid interval [10]')
-@click.option('--eval-samples', type=click.IntRange(min=0), help='Samples for the final metrics, 0 = skip [10000]')
-@click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; none with --data]")
+@click.option('--eval-samples', type=click.IntRange(min=0), help="Samples for the final metrics (0 = skip) [the protocol's FID count, else 10000]")
+@click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; inception with an eval protocol; else none]")
 @click.option('--metrics', help='Comma list evaluated at each snapshot and at the end, into metric-<name>.jsonl '
               '(e.g. fid50k_full,pr50k3_full) [none]')
-@click.option('--device', help='torch device: cpu, cuda, cuda:N [cpu]')
+@click.option('--device', help='auto (CUDA when available, else CPU), cpu, cuda or cuda:K; '
+              'under torchrun each process takes cuda:$LOCAL_RANK [auto]')
+@click.option('--amp', type=click.Choice(['off', 'bf16', 'fp16']),
+              help='Mixed precision for the decoder and the loss (the mapper stays fp32) [off]')
+@click.option('--pool-batch', type=click.IntRange(min=1),
+              help='Images per batch when rendering the pool and projecting features (no_grad, on the device) [256]')
 @click.option('--threads', type=click.IntRange(min=1), help='torch CPU threads [1 in the default run, else torch default]')
 @click.option('--no-progress', is_flag=True, help='No tqdm progress bar')
 @click.option('--inexact-resume', is_flag=True, help='Resume even where a setting that affects the numbers changed '
-              '(other loss, threads, device, config); the run is then not bit-exact')
+              '(other loss, threads, device, amp, config); the run is then not bit-exact')
 def main(**args):
     """Train an RS-IMLE generator whose mapper is RTM (or the MLP baseline).
 
@@ -331,6 +379,8 @@ def main(**args):
     rtm-imle                                  # the embedded default run (Stacked Digits, CPU, < 10 min)
     rtm-imle --map mlp                        # the same with the 8-layer MLP mapper (baseline)
     rtm-imle --data faces.zip --resolution 256  # official few-shot settings on your data
+    rtm-imle --preset cifar10 --data cifar10.zip  # the paper's CIFAR-10 setup (Table 1)
+    rtm-imle --preset celebahq --dry-run        # print the resolved settings and parameter counts
     rtm-imle --resume imle-runs/00000-digits-rtm   # continue exactly where it stopped
     torchrun --nproc_per_node=2 -m rtm_plugin.imle --data faces.zip   # DDP
     """
@@ -338,9 +388,11 @@ def main(**args):
     rank = int(os.environ.get('RANK', '0'))
     log = (lambda m: click.echo(m, err=True)) if rank == 0 else (lambda m: None)
     try:
-        setup = resolve(args, log)
+        setup = resolve_setup(args, log)
     except RECOVERABLE as e:
         raise click.UsageError(str(e)) from None
+    if setup is None:                               # --dry-run
+        return
     trainer = build(setup, log)
     if setup.new_run:
         if rank == 0:
@@ -353,6 +405,33 @@ def main(**args):
     with Tee(os.path.join(setup.run_dir, 'log.txt')):
         path, seconds = train(setup, trainer, log)
         evaluate(setup, trainer, path, seconds, rank)
+
+def parameter_counts(cfg):
+    """Parameters of mapper and decoder, counted on the meta device (no memory, no init time)."""
+    from rtm_plugin.imle.train import build_generator
+    with torch.device('meta'):
+        G = build_generator(cfg)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    return dict(mapping=count(G.mapping), synthesis=count(G.synthesis), total=count(G))
+
+def print_dry_run(settings, data, given):
+    """--dry-run: the resolved settings as JSON on stdout; nothing is written."""
+    from rtm_plugin.imle.ema import ema_warning, initial_share
+    cfg = settings.config
+    if data and 'resolution' not in given:      # as a real run: the data sets the resolution
+        from rtm_plugin.imle.data import load_images
+        cfg = replace(cfg, resolution=int(load_images(data, max_images=1).images.shape[-1]))
+        settings.sources['resolution'] = 'the data'
+    try:
+        params = parameter_counts(cfg)
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)           # as Trainer counts them
+    out = dict(settings.as_json(), config=as_dict(cfg))
+    out.update(parameters=params, total_steps=total_steps, ema_initial_share=initial_share(cfg, total_steps))
+    click.echo(json.dumps(out, indent=2))
+    if (warning := ema_warning(cfg, total_steps)):
+        click.echo(warning, err=True)
 
 def _broadcast_str(value, device):
     import torch.distributed as dist
