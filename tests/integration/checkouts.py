@@ -1,6 +1,7 @@
 """Shared by the integration tests on real upstream checkouts and by their drivers: temporary copies, byte
 snapshots, the rtm-patch CLI, and a tiny C++ op for the custom-op loaders that NVIDIA's repositories pass on."""
 
+import json
 import os
 import shutil
 import stat
@@ -14,6 +15,40 @@ def copy_checkout(src, dst: Path, skip=()) -> Path:
     """A copy of the checkout at `src`, without .git, caches and the folders in `skip`."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns('.git', '__pycache__', *skip), symlinks=True)
     return dst
+
+def write_dataset(folder: Path, n=8, resolution=16):
+    """n random RGB PNGs with two classes in dataset.json, as NVlabs' ImageFolderDataset reads them."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import PIL.Image    # pylint: disable=import-outside-toplevel
+    folder.mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    labels = []
+    for i in range(n):
+        PIL.Image.fromarray(rng.randint(0, 256, (resolution, resolution, 3), dtype=np.uint8)).save(folder / f'img{i}.png')
+        labels.append([f'img{i}.png', i % 2])
+    (folder / 'dataset.json').write_text(json.dumps({'labels': labels}))
+    return folder
+
+def nvlabs_env(base: Path, request):
+    """The environment for an NVlabs checkout's scripts: this rtm_plugin, the dnnlib cache in `base`, and built
+    torch extensions cached in .pytest_cache."""
+    return dict(os.environ, PYTHONPATH=str(REPO), DNNLIB_CACHE_DIR=str(base / 'dnnlib-cache'),
+                TORCH_EXTENSIONS_DIR=str(request.config.cache.mkdir('torch_extensions')))
+
+def run_python(checkout: Path, env, *args, expect=0, timeout=600):
+    """`python ARGS` in the checkout; `.output` is stdout + stderr (dnnlib's Logger sends errors to stdout too)."""
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=checkout, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    result.output = result.stdout + result.stderr
+    if expect is not None and result.returncode != expect:
+        raise AssertionError(f'exit {result.returncode} (expected {expect}) from {args}:\n{result.stdout[-3000:]}\n'
+                             f'{result.stderr[-3000:]}')
+    return result
+
+def run_driver(driver: Path, base: Path, checkout: Path, env, *commands, flags=()):
+    """A driver's commands in the checkout: {command: result} from its last output line."""
+    result = run_python(checkout, env, driver, base, *commands, *flags)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 def snapshot(root: Path):
     """Every file's bytes and mode, and every folder, below root."""
