@@ -64,6 +64,35 @@ def assert_reapply_is_a_no_op_and_revert_restores(root: Path, target, before):
     assert engine.revert(root).changed
     assert snapshot(root) == before
 
+def apply_detected_target(root: Path, name):
+    """Apply the target detected for `root` (no --target), which must be `name`; it reports every file patched.
+    Returns (target, snapshot before)."""
+    from rtm_plugin.patching import engine  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.patching.targets import resolve_target  # pylint: disable=import-outside-toplevel
+    before = snapshot(root)
+    target = resolve_target(root)
+    assert target.name == name
+    assert engine.apply(root, target).changed
+    report = engine.check(root, target)
+    assert report.state == 'patched' and {f.status for f in report.files} == {'patched'}
+    for change in target.changes:
+        assert (root / change.path).read_bytes() != before[change.path][0]
+        assert b'rtm-plugin' in (root / change.path).read_bytes()
+    return target, before
+
+def assert_cli_round_trip(root: Path, name, listed):
+    """By the rtm-patch command: check (unpatched), apply --target NAME, check -v (which lists `listed`), apply
+    again (a no-op), revert (the original bytes)."""
+    before = snapshot(root)
+    cli = lambda *a: patch_cli(root, *a)
+    assert cli('check').stdout.splitlines()[0].endswith(': unpatched')
+    assert cli('apply', '--target', name).returncode == 0
+    result = cli('check', '-v')
+    assert result.returncode == 0 and ': patched' in result.stdout and listed in result.stdout
+    assert 'already patched' in cli('apply').stdout
+    assert cli('revert').returncode == 0
+    assert snapshot(root) == before
+
 def patch_cli(root: Path, *args):
     """`python -m rtm_plugin.patching ARGS ROOT` with this source tree's rtm_plugin."""
     return subprocess.run([sys.executable, '-m', 'rtm_plugin.patching', *args, str(root)],

@@ -236,6 +236,8 @@ def cmd_metric(work, name, save_detector):
 def cmd_custom_op(work, op_name):
     """get_plugin on a tiny C++ op: upstream re-imports the built module by name, which fails with pybind11 3."""
     from torch_utils import custom_ops  # pylint: disable=import-outside-toplevel
+    if hasattr(custom_ops, '_get_mangled_gpu_name'):      # stylegan3 names the build folder after the GPU: none here
+        custom_ops._get_mangled_gpu_name = lambda: 'cpu'  # pylint: disable=protected-access
     return checkouts.probe_custom_ops(custom_ops, work, op_name)
 
 def main(commands):

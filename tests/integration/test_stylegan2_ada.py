@@ -15,7 +15,7 @@ import pytest
 
 import checkouts
 import stylegan_checks as checks
-from checkouts import assert_reapply_is_a_no_op_and_revert_restores, patch_cli, snapshot
+from checkouts import assert_reapply_is_a_no_op_and_revert_restores, snapshot
 from rtm_plugin.patching import engine
 from rtm_plugin.patching.engine import BOM, PatchError
 from rtm_plugin.patching.targets import load_target, resolve_target
@@ -54,15 +54,9 @@ def built(work):
 
 def test_apply_check_reapply_revert_byte_identical(tmp_path):
     root = copy_checkout(tmp_path / 'sg2')
-    before = snapshot(root)
-    target = resolve_target(root)                  # detected, no --target
-    assert target.name == 'stylegan2-ada-pytorch'
-    assert engine.apply(root, target).changed
-    report = engine.check(root, target)
-    assert report.state == 'patched' and {f.status for f in report.files} == {'patched'}
+    target, before = checkouts.apply_detected_target(root, 'stylegan2-ada-pytorch')
     for change in target.changes:
         old, new = before[change.path], (root / change.path).read_bytes()
-        assert new != old[0] and b'rtm-plugin' in new
         assert new.startswith(BOM) == old[0].startswith(BOM)          # networks.py has one, train.py not
         assert stat.S_IMODE((root / change.path).stat().st_mode) == old[1]
     assert (root / 'training' / 'networks.py').read_bytes().startswith(BOM)
@@ -70,16 +64,7 @@ def test_apply_check_reapply_revert_byte_identical(tmp_path):
     assert_reapply_is_a_no_op_and_revert_restores(root, target, before)
 
 def test_cli_round_trip(tmp_path):
-    root = copy_checkout(tmp_path / 'sg2')
-    before = snapshot(root)
-    cli = lambda *a: patch_cli(root, *a)
-    assert cli('check').stdout.splitlines()[0].endswith(': unpatched')
-    assert cli('apply', '--target', 'stylegan2-ada-pytorch').returncode == 0
-    result = cli('check', '-v')
-    assert result.returncode == 0 and ': patched' in result.stdout and 'InfiniteSampler' in result.stdout
-    assert 'already patched' in cli('apply').stdout
-    assert cli('revert').returncode == 0
-    assert snapshot(root) == before
+    checkouts.assert_cli_round_trip(copy_checkout(tmp_path / 'sg2'), 'stylegan2-ada-pytorch', 'InfiniteSampler')
 
 def test_unknown_upstream_version_names_file_and_anchor(tmp_path):
     root = copy_checkout(tmp_path / 'sg2')

@@ -23,7 +23,7 @@ import stylegan_checks as checks
 from checkouts import assert_reapply_is_a_no_op_and_revert_restores, patch_cli, snapshot
 from rtm_plugin.patching import engine
 from rtm_plugin.patching.engine import PatchError
-from rtm_plugin.patching.targets import load_target, resolve_target
+from rtm_plugin.patching.targets import load_target
 
 DRIVER = Path(__file__).with_name('sg3_driver.py')
 UPSTREAM = os.environ.get('RTM_SG3_DIR')
@@ -64,31 +64,15 @@ def train_args(work, cfg='stylegan3-t'):
 
 def test_apply_check_reapply_revert_byte_identical(tmp_path):
     root = copy_checkout(tmp_path / 'sg3')
-    before = snapshot(root)
-    target = resolve_target(root)                  # detected among the known targets, no --target
-    assert target.name == 'stylegan3'
-    assert engine.apply(root, target).changed
-    report = engine.check(root, target)
-    assert report.state == 'patched' and {f.status for f in report.files} == {'patched'}
+    target, before = checkouts.apply_detected_target(root, 'stylegan3')
     assert {c.path for c in target.changes} >= {'training/networks_stylegan2.py', 'training/networks_stylegan3.py',
                                                  'gen_images.py', 'gen_video.py', 'calc_metrics.py'}
-    for change in target.changes:
-        new = (root / change.path).read_bytes()
-        assert new != before[change.path][0] and b'rtm-plugin' in new
     assert_reapply_is_a_no_op_and_revert_restores(root, target, before)
 
 def test_cli_round_trip(tmp_path):
     root = copy_checkout(tmp_path / 'sg3')
-    before = snapshot(root)
-    cli = lambda *a: patch_cli(root, *a)
-    assert cli('check').stdout.splitlines()[0].endswith(': unpatched')
-    assert cli('apply', '--target', 'stylegan3').returncode == 0
-    result = cli('check', '-v')
-    assert result.returncode == 0 and ': patched' in result.stdout and 'pkg_resources' in result.stdout
-    assert 'already patched' in cli('apply').stdout
-    assert cli('revert').returncode == 0
-    assert snapshot(root) == before
-    result = cli('apply', '--target', 'stylegan2-ada-pytorch')
+    checkouts.assert_cli_round_trip(root, 'stylegan3', 'pkg_resources')
+    result = patch_cli(root, 'apply', '--target', 'stylegan2-ada-pytorch')
     assert result.returncode == 1 and 'is not a stylegan2-ada-pytorch checkout: it lacks training/networks.py' in result.stderr
 
 def test_other_upstream_version_is_refused_naming_file_and_anchor(tmp_path):
