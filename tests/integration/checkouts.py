@@ -29,11 +29,18 @@ def write_dataset(folder: Path, n=8, resolution=16):
     (folder / 'dataset.json').write_text(json.dumps({'labels': labels}))
     return folder
 
-def nvlabs_env(base: Path, request):
-    """The environment for an NVlabs checkout's scripts: this rtm_plugin, the dnnlib cache in `base`, and built
-    torch extensions cached in .pytest_cache."""
-    return dict(os.environ, PYTHONPATH=str(REPO), DNNLIB_CACHE_DIR=str(base / 'dnnlib-cache'),
-                TORCH_EXTENSIONS_DIR=str(request.config.cache.mkdir('torch_extensions')))
+def nvlabs_work(base: Path, request, target, copy):
+    """For the suites on an NVlabs checkout: a dataset, a copy patched for `target` and a pristine copy
+    (`copy(dst)` copies the checkout), and the environment for their scripts: this rtm_plugin, the dnnlib cache in
+    `base`, and built torch extensions cached in .pytest_cache."""
+    from rtm_plugin.patching import engine  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.patching.targets import load_target  # pylint: disable=import-outside-toplevel
+    patched = copy(base / 'patched')
+    engine.apply(patched, load_target(target))
+    env = dict(os.environ, PYTHONPATH=str(REPO), DNNLIB_CACHE_DIR=str(base / 'dnnlib-cache'),
+               TORCH_EXTENSIONS_DIR=str(request.config.cache.mkdir('torch_extensions')))
+    return dict(base=base, data=write_dataset(base / 'data'), patched=patched, pristine=copy(base / 'pristine'),
+                env=env)
 
 def run_python(checkout: Path, env, *args, expect=0, timeout=600):
     """`python ARGS` in the checkout; `.output` is stdout + stderr (dnnlib's Logger sends errors to stdout too)."""
@@ -79,6 +86,23 @@ def apply_detected_target(root: Path, name):
         assert (root / change.path).read_bytes() != before[change.path][0]
         assert b'rtm-plugin' in (root / change.path).read_bytes()
     return target, before
+
+def assert_other_version_refused(root: Path, name, networks):
+    """A checkout whose Generator builds its mapper otherwise (`networks`, edited here) is another upstream
+    version: apply names the file and the anchor, and changes nothing."""
+    from rtm_plugin.patching import engine  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.patching.engine import PatchError  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.patching.targets import load_target  # pylint: disable=import-outside-toplevel
+    path = root / networks
+    path.write_bytes(path.read_bytes().replace(b'num_ws=self.num_ws, **mapping_kwargs)',
+                                               b'num_ws=self.num_ws, **self.mapping_kwargs)'))
+    before = snapshot(root)
+    try:
+        engine.apply(root, load_target(name))
+        raise AssertionError('apply accepted another upstream version')
+    except PatchError as err:
+        assert 'unknown-version' in str(err) and f'{networks}: mismatch (anchor #1' in str(err), str(err)
+    assert snapshot(root) == before
 
 def assert_cli_round_trip(root: Path, name, listed):
     """By the rtm-patch command: check (unpatched), apply --target NAME, check -v (which lists `listed`), apply

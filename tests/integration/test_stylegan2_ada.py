@@ -32,11 +32,7 @@ def copy_checkout(dst: Path) -> Path:
 @pytest.fixture(scope='module')
 def work(tmp_path_factory, request):
     """A dataset, a patched copy and a pristine copy of the checkout, and the environment to run them."""
-    base = tmp_path_factory.mktemp('sg2ada')
-    patched = copy_checkout(base / 'patched')
-    engine.apply(patched, load_target('stylegan2-ada-pytorch'))
-    return dict(base=base, data=checkouts.write_dataset(base / 'data'), patched=patched,
-                pristine=copy_checkout(base / 'pristine'), env=checkouts.nvlabs_env(base, request))
+    return checkouts.nvlabs_work(tmp_path_factory.mktemp('sg2ada'), request, 'stylegan2-ada-pytorch', copy_checkout)
 
 def run(work, checkout, *args, expect=0, timeout=600):
     return checkouts.run_python(checkout, work['env'], *args, expect=expect, timeout=timeout)
@@ -67,15 +63,7 @@ def test_cli_round_trip(tmp_path):
     checkouts.assert_cli_round_trip(copy_checkout(tmp_path / 'sg2'), 'stylegan2-ada-pytorch', 'InfiniteSampler')
 
 def test_unknown_upstream_version_names_file_and_anchor(tmp_path):
-    root = copy_checkout(tmp_path / 'sg2')
-    networks = root / 'training' / 'networks.py'
-    networks.write_bytes(networks.read_bytes().replace(b'num_ws=self.num_ws, **mapping_kwargs)',
-                                                       b'num_ws=self.num_ws, **self.mapping_kwargs)'))
-    before = snapshot(root)
-    with pytest.raises(PatchError) as err:
-        engine.apply(root, load_target('stylegan2-ada-pytorch'))
-    assert 'unknown-version' in str(err.value) and 'training/networks.py: mismatch (anchor #1' in str(err.value)
-    assert snapshot(root) == before
+    checkouts.assert_other_version_refused(copy_checkout(tmp_path / 'sg2'), 'stylegan2-ada-pytorch', 'training/networks.py')
 
 def test_partially_patched_tree_is_refused(tmp_path):
     root = copy_checkout(tmp_path / 'sg2')

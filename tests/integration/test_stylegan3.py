@@ -20,10 +20,7 @@ import pytest
 
 import checkouts
 import stylegan_checks as checks
-from checkouts import assert_reapply_is_a_no_op_and_revert_restores, patch_cli, snapshot
-from rtm_plugin.patching import engine
-from rtm_plugin.patching.engine import PatchError
-from rtm_plugin.patching.targets import load_target
+from checkouts import assert_reapply_is_a_no_op_and_revert_restores, patch_cli
 
 DRIVER = Path(__file__).with_name('sg3_driver.py')
 UPSTREAM = os.environ.get('RTM_SG3_DIR')
@@ -39,11 +36,7 @@ def copy_checkout(dst: Path) -> Path:
 @pytest.fixture(scope='module')
 def work(tmp_path_factory, request):
     """A dataset, a patched copy and a pristine copy of the checkout, and the environment to run them."""
-    base = tmp_path_factory.mktemp('sg3')
-    patched = copy_checkout(base / 'patched')
-    engine.apply(patched, load_target('stylegan3'))
-    return dict(base=base, data=checkouts.write_dataset(base / 'data'), patched=patched,
-                pristine=copy_checkout(base / 'pristine'), env=checkouts.nvlabs_env(base, request))
+    return checkouts.nvlabs_work(tmp_path_factory.mktemp('sg3'), request, 'stylegan3', copy_checkout)
 
 def run(work, checkout, *args, expect=0, timeout=600):
     return checkouts.run_python(checkout, work['env'], *args, expect=expect, timeout=timeout)
@@ -76,15 +69,7 @@ def test_cli_round_trip(tmp_path):
     assert result.returncode == 1 and 'is not a stylegan2-ada-pytorch checkout: it lacks training/networks.py' in result.stderr
 
 def test_other_upstream_version_is_refused_naming_file_and_anchor(tmp_path):
-    root = copy_checkout(tmp_path / 'sg3')
-    networks = root / 'training' / 'networks_stylegan3.py'
-    networks.write_bytes(networks.read_bytes().replace(b'num_ws=self.num_ws, **mapping_kwargs)',
-                                                       b'num_ws=self.num_ws, **self.mapping_kwargs)'))
-    before = snapshot(root)
-    with pytest.raises(PatchError) as err:
-        engine.apply(root, load_target('stylegan3'))
-    assert 'unknown-version' in str(err.value) and 'training/networks_stylegan3.py: mismatch (anchor #1' in str(err.value)
-    assert snapshot(root) == before
+    checkouts.assert_other_version_refused(copy_checkout(tmp_path / 'sg3'), 'stylegan3', 'training/networks_stylegan3.py')
 
 #----------------------------------------------------------------------------
 # train.py options.
