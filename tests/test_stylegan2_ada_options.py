@@ -1,10 +1,11 @@
-"""The glue the patched stylegan2-ada-pytorch scripts call, without upstream (the checkout tests are in integration/)."""
+"""The glue the patched stylegan2-ada-pytorch and stylegan3 scripts call, without upstream (the checkout tests are in
+integration/)."""
 
 import click
 import pytest
 import torch
 
-from rtm_plugin.integrations import stylegan2_ada_options as opts
+from rtm_plugin.integrations import stylegan_options as opts
 from rtm_plugin.rtm import RecursiveTokenMapper
 
 def test_map_rtm_fills_mapping_kwargs_with_core_defaults():
@@ -31,12 +32,21 @@ def test_map_mlp_leaves_upstream_untouched():
     (dict(map='rtm', rtm_block='conv'), '--rtm-block must be one of mlp, attention'),
     (dict(map='rtm', rtm_dim=6, rtm_block='attention'), 'divisible by heads'),
     (dict(map='gru'), '--map must be mlp or rtm'),
+    (dict(map='rtm', map_depth=4), '--map-depth is the depth of the MLP mapper'),      # stylegan3's option
 ])
 def test_bad_options_are_clear_errors(kwargs, message):
     mapping_kwargs = {'num_layers': 8}
     with pytest.raises(ValueError, match=message):
         opts.configure_mapping(mapping_kwargs, **kwargs)
     assert mapping_kwargs == {'num_layers': 8}
+
+def test_stylegan3_train_options_pass_map_depth_on():
+    train_opts = dict(map='mlp', map_depth=3, rtm_h=None, rtm_l=None, rtm_tokens=None, rtm_dim=None, rtm_block=None,
+                      cfg='stylegan3-t', gamma=8.2)
+    assert opts.train_options(train_opts) == {k: v for k, v in train_opts.items() if k not in ('cfg', 'gamma')}
+    mapping_kwargs = {'num_layers': 3}
+    assert opts.configure_mapping(mapping_kwargs, **opts.train_options(train_opts)) == ''
+    assert mapping_kwargs == {'num_layers': 3}                  # --map-depth with the MLP: upstream's
 
 class Mapper(torch.nn.Module):
     def __init__(self, kind, width):

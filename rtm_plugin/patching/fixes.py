@@ -1,5 +1,5 @@
 """Edits shared by several targets: current-stack fixes for code that NVIDIA's StyleGAN repositories passed on
-(stylegan2-ada-pytorch's dnnlib and torch_utils, StudioGAN's copies under src/utils/)."""
+(stylegan2-ada-pytorch's and stylegan3's dnnlib and torch_utils, StudioGAN's copies under src/utils/)."""
 
 from rtm_plugin.patching.spec import Replace
 
@@ -40,3 +40,17 @@ def sqrtm_without_disp(result, call):
                 ') # rtm-plugin: disp=False is deprecated in SciPy 1.16 and removed in 1.18',
                 why='scipy.linalg.sqrtm(disp=False) is deprecated (SciPy 1.16) and removed in 1.18'),
     ]
+
+def infinite_sampler():
+    """torch_utils/misc.py: InfiniteSampler calls Sampler.__init__(dataset), which raises TypeError on torch 2.13."""
+    return Replace(r'super\(\)\.__init__\(dataset\)$',
+                   'super().__init__() # rtm-plugin: torch >= 2.13 Sampler takes no data_source',
+                   why='InfiniteSampler: Sampler.__init__(dataset) raises TypeError on torch 2.13')
+
+def parse_version_without_pkg_resources():
+    """torch_utils/ops/*_gradfix.py import parse_version from pkg_resources, which setuptools 81 removed. torch's
+    own TorchVersion compares versions the same way (PEP 440, through torch's vendored packaging)."""
+    return Replace(r'^from pkg_resources import parse_version$',
+                   'from torch.torch_version import TorchVersion as parse_version # rtm-plugin: pkg_resources is '
+                   'gone in setuptools >= 81',
+                   why='pkg_resources is gone in setuptools >= 81; torch.torch_version.TorchVersion parses the same')

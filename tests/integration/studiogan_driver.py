@@ -4,9 +4,9 @@
 
 Commands: configs (the RTM YAMLs against their baselines, through Configurations), build (G/D/G_ema, images with
 truncation and style mixing, w_avg, gradients), ddp (two gloo ranks seeded apart, G.mapping in DDP as StudioGAN
-wraps it), checkpoints (StudioGAN's checkpoint format both ways, the mismatch message), custom_op (get_plugin
-after a build), fid (the Frechet distance), imports (what a pristine copy does), w_avg (NaN row, empty batch,
-fp16/bf16 mappers). Prints one JSON line.
+wraps it), checkpoints (StudioGAN's checkpoint format both ways, the mismatch message), analyse (rtm-analyze's
+tools on those checkpoints), custom_op (get_plugin after a build), fid (the Frechet distance), imports (what a
+pristine copy does), w_avg (NaN row, empty batch, fp16/bf16 mappers). Prints one JSON line.
 """
 
 import json
@@ -312,6 +312,71 @@ def cmd_checkpoints():
     out['mlp_ckpt_baseline_yaml'] = _mismatch(mlp_dir, 'CIFAR10/StyleGAN2.yaml')
     return out
 
+class Features(torch.nn.Module):
+    """A stand-in TorchScript detector with upstream's call signature (no download needed)."""
+    def forward(self, img, return_features: bool = False):
+        return torch.nn.functional.adaptive_avg_pool2d(img.float() / 255, 4).flatten(1)
+
+def cmd_analyse():
+    """rtm-analyze, every tool, on the RTM and baseline checkpoint folders of cmd_checkpoints (the YAMLs they were
+    trained with, RTM_STUDIOGAN_DIR this checkout), in this process; and the loaded generator against the
+    checkpoint and against its own forward."""
+    from rtm_plugin.analysis import cli  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.analysis.loader import load_network  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.analysis.view import GeneratorView  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.imle.features import to_uint8  # pylint: disable=import-outside-toplevel
+    if not os.path.isdir(os.path.join(WORK, 'ckpt-rtm')):
+        cmd_checkpoints()
+    os.environ['RTM_STUDIOGAN_DIR'] = os.path.dirname(os.getcwd())
+    rtm, mlp = os.path.join(WORK, 'ckpt-rtm'), os.path.join(WORK, 'ckpt-mlp')
+    rtm_yaml, mlp_yaml = 'configs/CIFAR10/StyleGAN2-RTM.yaml', 'configs/CIFAR10/StyleGAN2.yaml'
+    real, detector = os.path.join(WORK, 'real.npy'), os.path.join(WORK, 'features.pt')
+    np.save(real, np.random.RandomState(0).randint(0, 256, (8, 3, 32, 32), dtype=np.uint8))
+    torch.jit.script(Features()).save(detector)
+    out = dict(loaded={})
+
+    for name, folder, yaml in (('rtm', rtm, rtm_yaml), ('mlp', mlp, mlp_yaml)):
+        net = load_network(folder, studiogan_cfg=[rtm_yaml, mlp_yaml])      # each folder picks its own YAML
+        view = GeneratorView(net.G)
+        saved = torch.load(net.path, weights_only=True)['state_dict']
+        z, c = view.latents(3, seed=1)
+        with torch.no_grad():
+            images, _ = view.images(z, c)
+            own = to_uint8(net.G(z, c, noise_mode='const'))
+        out['loaded'][name] = dict(
+            path=os.path.basename(net.path), kind=view.kind, depth=view.depth,
+            weights_equal=list(saved) == list(net.G.state_dict()) and all(
+                torch.equal(saved[k], v) for k, v in net.G.state_dict().items()),
+            images_equal_G=bool(torch.equal(images, own)))
+
+    common = ['--studiogan-cfg', rtm_yaml, '--studiogan-cfg', mlp_yaml, '--outdir', os.path.join(WORK, 'analysis')]
+    reals = ['--real', real, '--detector', detector]
+    runs = dict(
+        hsweep=['--network', rtm, '--steps', '1,2', '--num-samples', 6, '--num-real', 6, *reals],
+        progression=['--rtm', rtm, '--mlp', mlp, '--num', 2, '--cols', 2],
+        stability=['--network', rtm, '--steps', 3, '--num', 4],
+        slerp=['--network', rtm, '--network', mlp, '--rows', 2, '--cols', 2],
+        nn=['--baseline', mlp, '--rtm', rtm, '--queries', 2, '--pool', 6, '--k', 2, *reals],
+        latency=['--rtm', rtm, '--mlp', mlp, '--batch', 2, '--warmup', 1, '--repeats', 1],
+        halt=['--network', rtm, '--tol', 0, '--h-max', 3, '--num-samples', 6, '--num-real', 6, *reals],
+        sample=['--network', rtm, '--num', 4, '--steps', 4, '--halt-tol', 1e9, '--h-min', 2],
+    )
+    out['tools'] = {}
+    for tool, args in runs.items():
+        try:
+            cli.main([tool, *map(str, args), *common], standalone_mode=False)
+            out['tools'][tool] = 'ok'
+        except Exception as err:    # pylint: disable=broad-except
+            out['tools'][tool] = f'{type(err).__name__}: {err}'
+    out['files'] = sorted(os.listdir(os.path.join(WORK, 'analysis')))
+    for args, case in (([rtm], 'no_cfg'), ([rtm, '--studiogan-cfg', mlp_yaml], 'wrong_cfg')):
+        try:
+            cli.main(['sample', '--network', *args, '--num', '1'], standalone_mode=False)
+            out[case] = None
+        except Exception as err:    # pylint: disable=broad-except
+            out[case] = f'{type(err).__name__}: {err.format_message() if hasattr(err, "format_message") else err}'
+    return out
+
 def cmd_custom_op():
     """get_plugin on a tiny C++ op: upstream re-imports the built module by name, which fails with pybind11 3."""
     from utils import custom_ops  # pylint: disable=import-outside-toplevel
@@ -339,7 +404,7 @@ def cmd_imports():
         return dict(error=f'{type(err).__name__}: {err}')
 
 COMMANDS = dict(configs=cmd_configs, build=cmd_build, ddp=cmd_ddp, checkpoints=cmd_checkpoints,
-                custom_op=cmd_custom_op, fid=cmd_fid, imports=cmd_imports, w_avg=cmd_w_avg)
+                analyse=cmd_analyse, custom_op=cmd_custom_op, fid=cmd_fid, imports=cmd_imports, w_avg=cmd_w_avg)
 
 if __name__ == '__main__':
     WORK, *NAMES = sys.argv[1:]

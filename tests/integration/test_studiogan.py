@@ -179,6 +179,22 @@ def test_checkpoints_reload_for_evaluation_and_mismatch_is_named(work):
     assert 'Missing key' not in out['rtm_ckpt_baseline_yaml'] + out['mlp_ckpt_rtm_yaml']
     assert out['mlp_ckpt_baseline_yaml'] is None                # the baseline still loads as before
 
+def test_analysis_tools_on_studiogan_checkpoint_folders(work):
+    """rtm-analyze --network <checkpoint folder> --studiogan-cfg <yaml>: every tool, on G_ema of the best
+    checkpoint, each folder with the YAML of its mapper."""
+    out = drive(work, work['patched'], 'analyse')
+    for name, kind, depth in (('rtm', 'rtm', 16), ('mlp', 'mlp', 2)):
+        loaded = out['loaded'][name]
+        assert loaded['path'].startswith('model=G_ema-best-weights-step=') and (loaded['kind'], loaded['depth']) == (kind, depth)
+        assert loaded['weights_equal'] and loaded['images_equal_G']
+    assert out['tools'] == {tool: 'ok' for tool in ('hsweep', 'progression', 'stability', 'slerp', 'nn', 'latency',
+                                                    'halt', 'sample')}
+    for name in ('hsweep.csv', 'progression.gif', 'stability.png', 'slerp.png', 'nn.png', 'latency.json', 'halt.json',
+                 'samples.png'):
+        assert name in out['files']
+    assert 'is a StudioGAN run: pass --studiogan-cfg' in out['no_cfg']
+    assert 'holds an RTM mapping network' in out['wrong_cfg'] and 'StyleGAN2.yaml' in out['wrong_cfg']
+
 def test_fid_without_scipy_deprecation(work):
     out = drive(work, work['patched'], 'fid')
     assert out['value'] == pytest.approx(out['expected'], rel=1e-9)

@@ -9,16 +9,13 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
-import PIL.Image
 import pytest
 
 import checkouts
-from checkouts import assert_reapply_is_a_no_op_and_revert_restores, patch_cli, snapshot
+import stylegan_checks as checks
+from checkouts import assert_reapply_is_a_no_op_and_revert_restores, snapshot
 from rtm_plugin.patching import engine
 from rtm_plugin.patching.engine import BOM, PatchError
 from rtm_plugin.patching.targets import load_target, resolve_target
@@ -35,34 +32,14 @@ def copy_checkout(dst: Path) -> Path:
 @pytest.fixture(scope='module')
 def work(tmp_path_factory, request):
     """A dataset, a patched copy and a pristine copy of the checkout, and the environment to run them."""
-    base = tmp_path_factory.mktemp('sg2ada')
-    data = base / 'data'
-    data.mkdir()
-    rng = np.random.RandomState(0)
-    labels = []
-    for i in range(8):
-        PIL.Image.fromarray(rng.randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / f'img{i}.png')
-        labels.append([f'img{i}.png', i % 2])
-    (data / 'dataset.json').write_text(json.dumps({'labels': labels}))
-    patched = copy_checkout(base / 'patched')
-    engine.apply(patched, load_target('stylegan2-ada-pytorch'))
-    env = dict(os.environ, PYTHONPATH=str(checkouts.REPO), DNNLIB_CACHE_DIR=str(base / 'dnnlib-cache'),
-               TORCH_EXTENSIONS_DIR=str(request.config.cache.mkdir('torch_extensions')))
-    return dict(base=base, data=data, patched=patched, pristine=copy_checkout(base / 'pristine'), env=env)
+    return checkouts.nvlabs_work(tmp_path_factory.mktemp('sg2ada'), request, 'stylegan2-ada-pytorch', copy_checkout)
 
 def run(work, checkout, *args, expect=0, timeout=600):
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=checkout, env=work['env'], capture_output=True,
-                            text=True, timeout=timeout)
-    result.output = result.stdout + result.stderr       # dnnlib's Logger sends errors to stdout too
-    if expect is not None and result.returncode != expect:
-        raise AssertionError(f'exit {result.returncode} (expected {expect}) from {args}:\n{result.stdout[-3000:]}\n'
-                             f'{result.stderr[-3000:]}')
-    return result
+    return checkouts.run_python(checkout, work['env'], *args, expect=expect, timeout=timeout)
 
 def drive(work, checkout, *commands, block_plugin=False):
-    flags = ['--block-plugin'] if block_plugin else []
-    result = run(work, checkout, DRIVER, work['base'], *commands, *flags)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return checkouts.run_driver(DRIVER, work['base'], checkout, work['env'], *commands,
+                                flags=['--block-plugin'] if block_plugin else [])
 
 @pytest.fixture(scope='module')
 def built(work):
@@ -73,15 +50,9 @@ def built(work):
 
 def test_apply_check_reapply_revert_byte_identical(tmp_path):
     root = copy_checkout(tmp_path / 'sg2')
-    before = snapshot(root)
-    target = resolve_target(root)                  # detected, no --target
-    assert target.name == 'stylegan2-ada-pytorch'
-    assert engine.apply(root, target).changed
-    report = engine.check(root, target)
-    assert report.state == 'patched' and {f.status for f in report.files} == {'patched'}
+    target, before = checkouts.apply_detected_target(root, 'stylegan2-ada-pytorch')
     for change in target.changes:
         old, new = before[change.path], (root / change.path).read_bytes()
-        assert new != old[0] and b'rtm-plugin' in new
         assert new.startswith(BOM) == old[0].startswith(BOM)          # networks.py has one, train.py not
         assert stat.S_IMODE((root / change.path).stat().st_mode) == old[1]
     assert (root / 'training' / 'networks.py').read_bytes().startswith(BOM)
@@ -89,27 +60,10 @@ def test_apply_check_reapply_revert_byte_identical(tmp_path):
     assert_reapply_is_a_no_op_and_revert_restores(root, target, before)
 
 def test_cli_round_trip(tmp_path):
-    root = copy_checkout(tmp_path / 'sg2')
-    before = snapshot(root)
-    cli = lambda *a: patch_cli(root, *a)
-    assert cli('check').stdout.splitlines()[0].endswith(': unpatched')
-    assert cli('apply', '--target', 'stylegan2-ada-pytorch').returncode == 0
-    result = cli('check', '-v')
-    assert result.returncode == 0 and ': patched' in result.stdout and 'InfiniteSampler' in result.stdout
-    assert 'already patched' in cli('apply').stdout
-    assert cli('revert').returncode == 0
-    assert snapshot(root) == before
+    checkouts.assert_cli_round_trip(copy_checkout(tmp_path / 'sg2'), 'stylegan2-ada-pytorch', 'InfiniteSampler')
 
 def test_unknown_upstream_version_names_file_and_anchor(tmp_path):
-    root = copy_checkout(tmp_path / 'sg2')
-    networks = root / 'training' / 'networks.py'
-    networks.write_bytes(networks.read_bytes().replace(b'num_ws=self.num_ws, **mapping_kwargs)',
-                                                       b'num_ws=self.num_ws, **self.mapping_kwargs)'))
-    before = snapshot(root)
-    with pytest.raises(PatchError) as err:
-        engine.apply(root, load_target('stylegan2-ada-pytorch'))
-    assert 'unknown-version' in str(err.value) and 'training/networks.py: mismatch (anchor #1' in str(err.value)
-    assert snapshot(root) == before
+    checkouts.assert_other_version_refused(copy_checkout(tmp_path / 'sg2'), 'stylegan2-ada-pytorch', 'training/networks.py')
 
 def test_partially_patched_tree_is_refused(tmp_path):
     root = copy_checkout(tmp_path / 'sg2')
@@ -173,54 +127,26 @@ def test_rtm_option_without_map_rtm_is_an_error(work):
 # Networks, loss, pickles.
 
 def test_generator_and_one_loss_step(built):
-    assert built['mapping_kwargs'] == dict(map='rtm', H=3, L=2, tokens=4, token_dim=16, block='mlp')
+    checks.check_loss_step(built, ['Gmain', 'Greg', 'Dmain', 'Dreg'])
     assert built['desc'].endswith('-cond-stylegan2-rtm-h3l2-t4x16-batch4')
-    assert built['G_mapping'] == 'RTMMappingNetwork' and built['D_mapping_is_upstream']
-    assert built['G_init_mapping_kwargs']['map'] == 'rtm'               # init_kwargs keep 'map'
-    assert not any(n.startswith('fc') for n in built['mapper_names'])
-    assert {'embed.weight', 'trunk.lift.weight', 'trunk.readout.weight'} <= set(built['mapper_names'])
-    for phase in ('Gmain', 'Greg'):
-        assert built['grads'][phase] and all(built['grads'][phase].values()), (phase, built['grads'][phase])
-    for phase in ('Dmain', 'Dreg'):
-        assert any(built['grads'][phase].values())
-    assert built['pl_mean'] > 0 and built['w_avg_norm'] > 0 and built['fixed_buffers_unchanged']
+    assert built['G_mapping'] == 'RTMMappingNetwork' and built['pl_mean'] > 0
 
 def test_resume_from_mlp_pickle_keeps_synthesis_and_starts_a_fresh_mapper(built):
-    resume = built['resume']
-    # The trap: these names exist in both mappers, and upstream would copy them into the RTM mapper.
-    assert {'mapping.w_avg', 'mapping.embed.weight', 'mapping.embed.bias'} <= set(resume['same_name_mapper_tensors'])
-    assert resume['dropped'] and len(resume['log']) == 1
-    assert "mapping network is mlp (MappingNetwork" in resume['log'][0] and 'start fresh' in resume['log'][0]
-    assert resume['synthesis_from_pickle'] and resume['ema_synthesis_from_pickle'] and resume['D_from_pickle']
-    assert resume['mapper_fresh'] and resume['ema_mapper_fresh']
-    assert not resume['same_kind_dropped']
+    checks.check_resume(built['resume'])
 
 def test_training_loop_calls_the_resume_guard_before_copying(work):
-    source = (work['patched'] / 'training' / 'training_loop.py').read_text(encoding='utf-8-sig')
-    guard = source.index('rtm_options.keep_compatible_mapper(resume_data, G)')
-    assert source.index('resume_data = legacy.load_network_pkl(f)') < guard < source.index('misc.copy_params_and_buffers(resume_data[name]')
+    checks.check_resume_guard(work['patched'])
 
 def test_pickle_round_trip_in_patched_checkout(work, built):
     result = drive(work, work['patched'], 'load', 'steps', 'metric')
-    load = result['load']
-    assert load['identical'], load
-    assert load['mapping_class'] == 'RTMMappingNetwork' and load['mapping_module'].startswith('_imported_module_')
-    assert load['trunk_module'].startswith('_imported_module_') and load['H'] == 3
-    steps = result['steps']
-    assert steps['override_differs'] and steps['set_equals_override'] and steps['contiguous']
-    assert steps['halt_tol0_is_fixed_H'] and steps['halt_huge_is_H_min']          # halt_tol on the mapper itself
-    assert set(steps['halt_steps']) == {1}
-    metric = result['metric']
-    assert metric['registered']
-    assert metric['density'] == pytest.approx(metric['prdc_density'], abs=1e-9)
-    assert metric['coverage'] == pytest.approx(metric['prdc_coverage'], abs=1e-9)
+    checks.check_load(result['load'], 'RTMMappingNetwork')
+    checks.check_steps(result['steps'])
+    checks.check_metric(result['metric'], 'stylegan2-ada-pytorch')
 
 @pytest.mark.parametrize('checkout', ['patched', 'pristine'])
 def test_pickle_loads_without_rtm_plugin(work, built, checkout):
     load = drive(work, work[checkout], 'load', block_plugin=True)['load']
-    assert load['identical'], load
-    assert load['plugin_imported'] == []
-    assert load['mapping_class'] == 'RTMMappingNetwork'
+    checks.check_load(load, 'RTMMappingNetwork', plugin=False)
 
 @pytest.mark.parametrize('checkout', ['patched', 'pristine'])
 def test_pickled_mapper_w_avg_survives_bad_rows_and_trains_in_half(work, built, checkout):
@@ -230,34 +156,18 @@ def test_pickled_mapper_w_avg_survives_bad_rows_and_trains_in_half(work, built, 
         assert all(out[dtype].values()), (dtype, out[dtype])
 
 def test_generate_with_rtm_steps(work, built):
-    expected_file = work['base'] / 'steps2_seeds01.npy'
-    if not expected_file.exists():
+    expected = work['base'] / 'rtm_steps2_seeds01.npy'
+    if not expected.exists():
         drive(work, work['patched'], 'steps')
-    out = work['base'] / 'generated'
-    result = run(work, work['patched'], 'generate.py', f'--network={work["base"] / "rtm.pkl"}', '--seeds=0,1',
-                 '--class=1', '--trunc=1', '--rtm-steps=2', f'--outdir={out}')
-    assert 'Generating image for seed 1' in result.stdout
-    images = np.stack([np.array(PIL.Image.open(out / f'seed{s:04d}.png')) for s in (0, 1)])
-    assert np.array_equal(images, np.load(expected_file))
-
-    result = run(work, work['patched'], 'generate.py', f'--network={work["base"] / "mlp.pkl"}', '--seeds=0',
-                 '--class=1', '--rtm-steps=2', f'--outdir={out}', expect=2)
-    assert 'Invalid value for' in result.output and '--rtm-steps needs an RTM mapper' in result.output
-    assert "this network's mapper is mlp (MappingNetwork" in result.output
+    checks.check_image_script(lambda *a, **k: run(work, work['patched'], *a, **k), 'generate.py',
+                              work['base'] / 'rtm.pkl', work['base'] / 'rtm-mlp.pkl', expected, work['base'] / 'generated')
 
 def test_calc_metrics_knows_dc50k5_full_and_rtm_steps(work, built):
-    result = run(work, work['patched'], 'calc_metrics.py', '--metrics=dc50k5_full,pr50k3_full', '--rtm-steps=0',
-                 f'--network={work["base"] / "rtm.pkl"}', expect=2)
-    assert 'H must be a positive integer, got 0' in result.output     # metrics validated, G loaded
-    result = run(work, work['patched'], 'calc_metrics.py', '--metrics=dc50k5_fullx',
-                 f'--network={work["base"] / "rtm.pkl"}', expect=2)
-    assert 'dc50k5_full' in result.output
+    checks.check_calc_metrics(lambda *a, **k: run(work, work['patched'], *a, **k), work['base'] / 'rtm.pkl')
 
 #----------------------------------------------------------------------------
 # The custom-op loader (a real ninja build of a tiny C++ op; cached in .pytest_cache after the first run).
 
 def test_custom_op_loader_works_after_a_build(work):
-    patched = drive(work, work['patched'], 'custom_op')['custom_op']
-    assert patched == {'ok': True}
-    pristine = drive(work, work['pristine'], 'custom_op')['custom_op']
-    assert not pristine['ok'] and 'ModuleNotFoundError' in pristine['error']      # the bug the edit fixes
+    checks.check_custom_op(drive(work, work['patched'], 'custom_op')['custom_op'],
+                           drive(work, work['pristine'], 'custom_op')['custom_op'])

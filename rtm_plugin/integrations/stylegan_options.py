@@ -1,5 +1,5 @@
-"""What the patched stylegan2-ada-pytorch scripts call: train.py's --map and --rtm-* options, --resume across
-mapper kinds, and --rtm-steps in generate.py and calc_metrics.py.
+"""What the patched scripts of NVlabs' stylegan2-ada-pytorch and stylegan3 call: train.py's --map and --rtm-*
+options, --resume across mapper kinds, and --rtm-steps in the generation scripts and calc_metrics.py.
 
 Only the patched scripts import this module; it is never pickled, so it may use rtm_plugin freely.
 """
@@ -20,10 +20,15 @@ BLOCK_TYPES = rtm.BLOCK_TYPES
 def _flag(option):
     return '--' + option.replace('_', '-')
 
-def configure_mapping(mapping_kwargs, map=None, **options):  # pylint: disable=redefined-builtin
+def train_options(opts):
+    """The values of --map, --map-depth and the --rtm-* options in stylegan3's train.py (its `opts`)."""
+    return {name: opts[name] for name in ('map', 'map_depth', *OPTION_KEYS)}
+
+def configure_mapping(mapping_kwargs, map=None, map_depth=None, **options):  # pylint: disable=redefined-builtin
     """Fill G's mapping_kwargs from --map and the --rtm-* values (None = not given); return the run-name suffix.
 
-    --map=mlp (or no --map) leaves upstream's settings and run name exactly as they were.
+    --map=mlp (or no --map) leaves upstream's settings and run name exactly as they were. map_depth: stylegan3's
+    --map-depth, the MLP's depth, which an RTM mapper does not have.
     """
     unknown = set(options) - set(OPTION_KEYS)
     if unknown:
@@ -36,6 +41,9 @@ def configure_mapping(mapping_kwargs, map=None, **options):  # pylint: disable=r
         return ''
     if map != 'rtm':
         raise ValueError(f'--map must be mlp or rtm, got {map!r}')
+    if map_depth is not None:
+        raise ValueError('--map-depth is the depth of the MLP mapper; the RTM mapper\'s is set by --rtm-h (outer steps) '
+                         'and --rtm-l (inner cycles)')
     for name, value in given.items():
         if name == 'rtm_block':
             if value not in BLOCK_TYPES:
