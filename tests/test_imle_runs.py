@@ -166,7 +166,7 @@ def test_runs_of_earlier_versions_resume_from_step_named_snapshots(tmp_path):
     assert os.path.exists(tmp_path / 'network-snapshot-000020.pkl')
     assert load_snapshot(str(tmp_path / 'network-snapshot-000020.pkl'))['rs_imle']['step'] == 20
     os.remove(tmp_path / 'network-snapshot-000020.pkl')     # the id-less snapshot still counts as this run's
-    result = invoke(['--resume', tmp_path, '--no-progress'])
+    result = invoke(['--resume', tmp_path, '--no-progress', '--eval-samples', '0'])
     assert result.exit_code == 0 and 'resuming network-snapshot-000010.pkl' in result.output, result.output
 
 # ---------------------------------------------------------------------- divergence
