@@ -44,7 +44,7 @@ from rtm_plugin.imle.runlog import TensorBoard, TickStats, append_json, jsonable
 
 # Purposes of the seeded random streams.
 ORDER, POOL, PERTURB, INIT, GRID, PROJECTION, EVAL = range(1, 8)
-NOISE, POOL_NOISE = 8, 9    # per-sample seeds of the decoder's spatial noise (training batches, pools)
+NOISE, POOL_NOISE, EVAL_NOISE = 8, 9, 10   # per-sample seeds of the decoder's spatial noise (batches, pools, metrics)
 
 def seeded(seed, purpose, counter=0):
     state = np.random.SeedSequence([int(seed), purpose, int(counter)]).generate_state(2, dtype=np.uint32)

@@ -155,12 +155,16 @@ class GeneratedImages(ImageStream):
         self.shape = (channels, resolution, resolution) if channels and resolution else None
 
     def batches(self, batch_size):
-        from rtm_plugin.imle.train import EVAL, generate, seeded   # the trainer's sampling helpers
+        from rtm_plugin.imle.train import EVAL, EVAL_NOISE, generate, noise_seeds, seeded   # the trainer's sampling
+        # A decoder with noise injection takes one noise seed per sample, so its samples too depend on the seed alone.
+        noisy = hasattr(getattr(self.G, 'synthesis', None), 'make_noise')
         for start in range(0, self.count, self.Z_BLOCK):
-            n = min(self.Z_BLOCK, self.count - start)
-            z = torch.randn([n, self.G.z_dim], generator=seeded(self.seed, EVAL, start // self.Z_BLOCK))
-            for zz in z.split(batch_size):
-                yield _to_uint8(generate(self.G, zz, batch_size)).numpy()
+            n, block = min(self.Z_BLOCK, self.count - start), start // self.Z_BLOCK
+            z = torch.randn([n, self.G.z_dim], generator=seeded(self.seed, EVAL, block))
+            seeds = noise_seeds(self.seed, EVAL_NOISE, block, n) if noisy else None
+            for i, zz in enumerate(z.split(batch_size)):
+                part = None if seeds is None else seeds[i * batch_size:(i + 1) * batch_size]
+                yield _to_uint8(generate(self.G, zz, batch_size, seeds=part)).numpy()
 
     def fingerprint(self):
         return None                 # a generator's samples are never cached
