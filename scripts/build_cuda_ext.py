@@ -1,8 +1,8 @@
 """Builds the fused RTM op's full CUDA extension (compile and import only: no GPU needed) with a CUDA build
 of torch, the way the first forward on a CUDA tensor would. About 3 minutes for two architectures.
 
-    python -m venv /work/venv-cuda && /work/venv-cuda/bin/pip install torch==2.14.1 numpy ninja
-    /work/venv-cuda/bin/python scripts/build_cuda_ext.py [--arch "8.0;9.0"]
+    python -m venv venv-cuda && venv-cuda/bin/pip install torch==2.14.1 numpy ninja
+    venv-cuda/bin/python scripts/build_cuda_ext.py [--arch "8.0;9.0"]
 
 CUDA_HOME is taken from the real nvcc (torch_utils_ext/custom_ops.py), so a wrapper script on PATH is fine.
 Builds go to TORCH_EXTENSIONS_DIR (default: torch's cache directory).

@@ -16,6 +16,7 @@ import click
 import numpy as np
 import torch
 
+from rtm_plugin import __version__
 from rtm_plugin.imle.config import DEFAULT_NUM_IMAGES, DEFAULT_RUN, FEWSHOT, IMLEConfig, config_from_dict
 from rtm_plugin.imle.checkpoint import load_snapshot, resolve_resume
 from rtm_plugin.imle.train import RunOptions, Trainer
@@ -65,6 +66,7 @@ def evaluate_generator(G, reals_u8, num_samples, detector, seed, device, batch=2
     return evaluate_images(torch.as_tensor(reals_u8), fakes, detector=detector, device=device, batch_size=batch)
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
+@click.version_option(__version__)
 @click.option('--data', type=click.Path(exists=True), help='Image folder or dataset_tool.py zip [default: embedded Stacked Digits]')
 @click.option('--outdir', default='imle-runs', help='Where run folders are created')
 @click.option('--resume', type=click.Path(exists=True), help='Snapshot .pkl or run folder to continue (in place)')

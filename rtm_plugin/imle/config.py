@@ -2,7 +2,7 @@
 
 FEWSHOT is the official configuration: SerChirag/rs-imle (ECCV 2024), hps.py's 'fewshot' set on top of the
 argument defaults in hps.py, with the RS-IMLE switches of the paper's few-shot runs (use_rsimle, eps 0.12,
-force_factor 20, imle_force_resample 30; see /work/shared/NOTES.md). DEFAULT_RUN is the embedded CPU run
+force_factor 20, imle_force_resample 30; see ../shared/NOTES.md beside the repository). DEFAULT_RUN is the embedded CPU run
 (Stacked Digits, no --data); each of its departures from FEWSHOT is listed in DEFAULT_RUN_REASONS.
 """
 

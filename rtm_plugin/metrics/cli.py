@@ -4,9 +4,11 @@ import json
 
 import click
 
+from rtm_plugin import __version__
 from rtm_plugin.cache import atomic_write
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
+@click.version_option(__version__)
 @click.option('--real', 'real_path', required=True, type=click.Path(exists=True), help='Real images: folder, zip or .npy')
 @click.option('--fake', 'fake_path', required=True, type=click.Path(exists=True), help='Generated images: folder, zip or .npy')
 @click.option('--detector', default='digits', help='digits, inception, vgg16, or a TorchScript file path / URL')

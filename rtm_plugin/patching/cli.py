@@ -2,6 +2,7 @@
 
 import click
 
+from rtm_plugin import __version__
 from rtm_plugin.patching import engine
 from rtm_plugin.patching.engine import PatchError
 from rtm_plugin.patching.spec import Insert
@@ -19,7 +20,8 @@ def _run(fn, *args):
     except PatchError as err:
         raise click.ClickException(str(err)) from None
 
-@click.group()
+@click.group(context_settings=dict(help_option_names=['-h', '--help']))
+@click.version_option(__version__)
 def main():
     """Apply, check or revert rtm-plugin's edits in an upstream checkout.
 
