@@ -61,7 +61,7 @@ def test_default_output_folders_are_ignored():
 
 def test_no_machine_paths_in_tracked_files():
     files = git('ls-files', '-z').stdout.split('\0')
-    machine = re.compile('/' + 'work/|/' + r'tmp/rtm|/root/|/home/\w+/')
+    machine = re.compile('|'.join('/' + p for p in ('work/', 'tmp/rtm', 'root/', r'home/\w+/')))
     found = []
     for name in filter(None, files):
         path = REPO / name
@@ -72,3 +72,9 @@ def test_no_machine_paths_in_tracked_files():
                 continue
             found += [f'{name}:{i}: {line.strip()}' for i, line in enumerate(text.splitlines(), 1) if machine.search(line)]
     assert not found, '\n'.join(found)
+
+def test_ci_runs_the_readme_test_command():
+    command = (REPO / '.ci' / 'run').read_text().strip().splitlines()[-1]
+    assert command == 'pip install torch==2.13.0 -e ".[test]" && python -m pytest -q'
+    readme = (REPO / 'README.md').read_text()
+    assert readme.count(f'{command}') >= 2           # "Two commands" and "Tests and CI"
