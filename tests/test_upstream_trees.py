@@ -83,8 +83,8 @@ def test_the_suite_stops_on_a_corrupted_copy(tmp_path):
     folder = tmp_path / 'upstream'
     if real.is_dir():
         shutil.copytree(real, folder)
-        for path in folder.iterdir():
-            path.chmod(0o644)                        # CI's ../shared is read-only; so is the copy
+        for path in [folder, *folder.iterdir()]:    # CI's ../shared is read-only, and so is a copy of it
+            path.chmod(0o755 if path.is_dir() else 0o644)
     else:
         make_snapshots(folder)
     archive = sorted(folder.glob('*.tar.gz'))[0]
