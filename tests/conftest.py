@@ -1,5 +1,7 @@
 """Shared fixtures, and the upstream checkouts of the integration tests (see upstream_trees.py)."""
 
+from pathlib import Path
+
 import pytest
 
 import upstream_trees
@@ -15,6 +17,8 @@ def pytest_configure(config):
     if folder == 'none':
         config.rtm_upstream = 'upstream trees: not used (--upstream=none)'
         return
+    if folder is not None and not Path(folder).is_dir():
+        raise pytest.UsageError(f'--upstream={folder}: no such folder')
     try:
         config.rtm_upstream = upstream_trees.provide(folder)
     except upstream_trees.UpstreamError as err:

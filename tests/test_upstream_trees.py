@@ -97,3 +97,10 @@ def test_the_suite_stops_on_a_corrupted_copy(tmp_path):
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 4, result.stdout + result.stderr
     assert f'{archive}: SHA-256' in result.stderr and 'does not match SHA256SUMS' in result.stderr
+
+def test_an_upstream_folder_that_is_not_there_is_a_usage_error(tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                             f'--upstream={tmp_path / "absent"}', '--collect-only',
+                             str(REPO / 'tests' / 'test_rtm_core.py')],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4 and f'--upstream={tmp_path / "absent"}: no such folder' in result.stderr
