@@ -45,8 +45,9 @@ setup(
         'psutil',
     ],
     extras_require={
-        # The suite, and what StudioGAN's modules that the integration tests load import at module level.
-        'test': ['pytest', 'prdc', 'scikit-image', 'faiss-cpu', 'seaborn', 'kornia'],
+        # The suite; what StudioGAN's modules that the integration tests load import at module level; a setuptools
+        # that builds wheels by itself (tests/test_install.py builds offline, without build isolation).
+        'test': ['pytest', 'prdc', 'scikit-image', 'faiss-cpu', 'seaborn', 'kornia', 'setuptools>=70.1'],
         'faiss': ['faiss-cpu'],
         'video': ['imageio', 'imageio-ffmpeg'],
     },
