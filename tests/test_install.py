@@ -81,7 +81,7 @@ def link_distribution(dist, site: Path):
     """Symlinks in `site` to the top-level files and folders of `dist` (its RECORD), its metadata included."""
     assert dist.files is not None, f'{dist.metadata["Name"]} has no RECORD: cannot tell its files'
     home = Path(dist.locate_file(''))
-    for top in sorted({PurePosixPath(f).parts[0] for f in dist.files} - {'..', '/'}):
+    for top in sorted({PurePosixPath(f).parts[0] for f in dist.files} - {'..', '/', '__pycache__'}):
         if (home / top).exists() and not (site / top).exists():
             (site / top).symlink_to(home / top)
 
