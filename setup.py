@@ -24,7 +24,8 @@ setup(
     packages=find_packages(include=['rtm_plugin', 'rtm_plugin.*', 'torch_utils_ext', 'torch_utils_ext.*'])
     + ['rtm_plugin._patches'],
     package_dir={'rtm_plugin._patches': 'patches'},
-    package_data={'torch_utils_ext': ['*.h', '*.cpp', '*.cu', '*.cuh'], 'rtm_plugin._patches': ['**/*']},
+    package_data={'torch_utils_ext': ['*.h', '*.cpp', '*.cu', '*.cuh'], 'rtm_plugin.imle.presets': ['*.yaml'],
+                  'rtm_plugin._patches': ['**/*']},
     exclude_package_data={'rtm_plugin._patches': ['**/__pycache__/*', '**/*.pyc']},
     include_package_data=True,
     python_requires='>=3.10',
@@ -56,6 +57,7 @@ setup(
         'rtm-summary=rtm_plugin.summary:main',
         'rtm-patch=rtm_plugin.patching.cli:main',
         'rtm-imle=rtm_plugin.imle.cli:main',
+        'rtm-imle-prepare=rtm_plugin.imle.prepare:main',
         'rtm-analyze=rtm_plugin.analysis.cli:main',
     ]},
 )

@@ -10,7 +10,7 @@ These classes import nothing from upstream; the upstream subclasses live in the 
 
 import torch
 
-from rtm_plugin.rtm import EqualizedLinear, RecursiveTokenMapper, check_positive_int, pixel_norm
+from rtm_plugin.rtm import EqualizedLinear, RecursiveTokenMapper, check_positive_int, pixel_norm, update_w_avg
 
 class MappingNetworkBase(torch.nn.Module):
     """Embedding of c, the w_avg tracker, broadcast and truncation. Subclasses set `self.trunk`."""
@@ -70,7 +70,7 @@ class MappingNetworkBase(torch.nn.Module):
         # stylegan3/StudioGAN: update iff update_emas. stylegan2-ada: iff training and not skipped.
         update = bool(update_emas) if update_emas is not None else (self.training and not skip_w_avg_update)
         if update and self.w_avg_beta is not None and hasattr(self, 'w_avg'):
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            update_w_avg(self.w_avg, x, self.w_avg_beta)
 
         x = self.broadcast_and_truncate(x, truncation_psi, truncation_cutoff)
         if trace is None:
@@ -84,10 +84,11 @@ class MappingNetworkBase(torch.nn.Module):
         if truncation_psi != 1:
             if not hasattr(self, 'w_avg'):
                 raise ValueError('truncation needs w_avg: this mapper was built with w_avg_beta=None or num_ws=None')
+            w_avg = self.w_avg.to(x.dtype)                      # a .half() mapper keeps a half w_avg
             if self.num_ws is None or truncation_cutoff is None:
-                x = self.w_avg.lerp(x, truncation_psi)
+                x = w_avg.lerp(x, truncation_psi)
             else:
-                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+                x[:, :truncation_cutoff] = w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
         return x.contiguous()
 
     def extra_repr(self):

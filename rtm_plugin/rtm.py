@@ -111,15 +111,26 @@ class SwiGLU(torch.nn.Module):
 class MixerBlock(torch.nn.Module):
     """MLP-Mixer block: token-axis SwiGLU, add, RMSNorm; channel-axis SwiGLU, add, RMSNorm."""
 
+    # The contract with the fused op (torch_utils_ext/rtm_fused.py): a block with fusable = True computes
+    # exactly this forward from fused_weights() and eps, and its parameters are all that those depend on.
+    fusable = True
+    eps = 1e-5                                                  # of both RMSNorms
+
     def __init__(self, tokens, token_dim, expansion, lr_multiplier):
         super().__init__()
         self.token_mix = SwiGLU(tokens, expansion, lr_multiplier)
         self.channel_mix = SwiGLU(token_dim, expansion, lr_multiplier)
 
+    def fused_weights(self):
+        """The effective weights, torch [out, in] layout: token gate_up [2Ht, S], token down [S, Ht], channel
+        gate_up [2Hc, D], channel down [D, Hc]; gate rows first, then up rows."""
+        return [m.effective_weight() for m in (self.token_mix.gate_up, self.token_mix.down,
+                                                self.channel_mix.gate_up, self.channel_mix.down)]
+
     def forward(self, x, injection):                            # [N, S, D]
         h = (x + injection).transpose(1, 2)                     # [N, D, S]: mix along tokens
-        h = rms_norm(h + self.token_mix(h)).transpose(1, 2)     # normalised over tokens, as TRM's mlp_t
-        return rms_norm(h + self.channel_mix(h))
+        h = rms_norm(h + self.token_mix(h), self.eps).transpose(1, 2)   # normalised over tokens, as TRM's mlp_t
+        return rms_norm(h + self.channel_mix(h), self.eps)
 
 class AttentionBlock(torch.nn.Module):
     """The ablation: multi-head self-attention mixes the tokens, then the same channel mix."""
@@ -140,9 +151,32 @@ class AttentionBlock(torch.nn.Module):
         return rms_norm(h + self.channel_mix(h))
 
 #----------------------------------------------------------------------------
+# The moving average of W that truncation pulls toward (the mapping networks keep it; the trunk only carries it).
+
+@torch.no_grad()
+def update_w_avg(w_avg, w, beta):
+    """Moves the tracked average w_avg [w_dim] in place toward the batch mean of w [N, w_dim], as StyleGAN's
+    w_avg.copy_(w.mean(0).lerp(w_avg, beta)), except that rows holding a NaN or inf are left out of the mean, and a
+    batch without a finite row (or with no rows) leaves w_avg as it is: one bad sample must not make w_avg, and
+    every truncated sample after it, NaN for good. The arithmetic is in float32 at least (as rms_norm's statistics),
+    whatever the dtypes of w and w_avg, so a .half() or .bfloat16() mapper keeps its half w_avg. The skip is a
+    torch.where, not a Python branch: no host sync in the training loop. Shared by every mapper class; the
+    StyleGAN2-ADA one calls it through RecursiveTokenMapper.update_w_avg, which a pickle carries with rtm.py's source.
+    """
+    dtype = torch.promote_types(torch.promote_types(w.dtype, w_avg.dtype), torch.float32)
+    w = w.detach().to(dtype)
+    finite = w.isfinite().all(dim=1, keepdim=True)                  # [N, 1]
+    count = finite.sum()
+    mean = torch.where(finite, w, 0).sum(dim=0) / count.clamp_min(1)
+    avg = w_avg.to(dtype)
+    w_avg.copy_(torch.where(count > 0, mean.lerp(avg, beta), avg))
+
+#----------------------------------------------------------------------------
 
 class RecursiveTokenMapper(torch.nn.Module):
     """x [N, in_features] -> w [N, w_dim]. The parameter count does not depend on H or L."""
+
+    update_w_avg = staticmethod(update_w_avg)   # for mappers that must not import rtm_plugin (pickles; see above)
 
     def __init__(self,
         in_features,                # Input features: z_dim, or z_dim + embed_features when conditional.
@@ -226,7 +260,7 @@ class RecursiveTokenMapper(torch.nn.Module):
             return self.halt(z0, z_H, z_L, f, H, L, halt_tol, H_min)
         trace = []
         with torch.no_grad():                                   # H-1 steps build no graph
-            if f is not self.block and not return_trace:        # fused: all of them in one op call
+            if getattr(f, 'runs_recursion', False) and not return_trace:    # fused: all of them in one op call
                 z_H, z_L = f.recursion(z_H, z_L, z0, H - 1, L)
             else:
                 for _ in range(H - 1):

@@ -1,5 +1,6 @@
 """Shared fixtures, and the upstream checkouts of the integration tests (see upstream_trees.py)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,11 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     return getattr(config, 'rtm_upstream', None)
+
+@pytest.fixture(autouse=True, scope='session')
+def imle_data_cache(tmp_path_factory):
+    """rtm-imle --data decodes datasets into a cache folder (imle/datacache.py): keep the suite's out of $HOME."""
+    os.environ['RTM_IMLE_DATA_CACHE'] = str(tmp_path_factory.mktemp('imle_data'))
 
 @pytest.fixture(scope='session')
 def digits_cache(tmp_path_factory):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from rtm_plugin import __version__
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = re.findall(r"'(rtm-[a-z]+)=([\w.]+):(\w+)'", (REPO / 'setup.py').read_text())
+SCRIPTS = re.findall(r"'(rtm-[a-z-]+)=([\w.]+):(\w+)'", (REPO / 'setup.py').read_text())
 
 def commands():
     """(script, subcommand path, click command) for every console script in setup.py and its subcommands."""
@@ -28,7 +28,8 @@ def git(*args):
     return subprocess.run(['git', '-C', str(REPO), *args], capture_output=True, text=True, check=False)
 
 def test_setup_py_declares_the_console_scripts():
-    assert {s for s, _, _ in SCRIPTS} == {'rtm-eval', 'rtm-summary', 'rtm-patch', 'rtm-imle', 'rtm-analyze'}
+    assert {s for s, _, _ in SCRIPTS} == {'rtm-eval', 'rtm-summary', 'rtm-patch', 'rtm-imle',
+                                             'rtm-imle-prepare', 'rtm-analyze'}
 
 @pytest.mark.parametrize('script, path', [(s, p) for s, p, _ in commands()],
                          ids=lambda v: ' '.join(v) if isinstance(v, list) else v)
@@ -61,7 +62,8 @@ def test_default_output_folders_are_ignored():
 
 def test_no_machine_paths_in_tracked_files():
     files = git('ls-files', '-z').stdout.split('\0')
-    machine = re.compile('|'.join('/' + p for p in ('work/', 'tmp/rtm', 'root/', r'home/\w+/')))
+    roots = ('work', 'farm', 'tmp/rtm', 'opt/wheels', 'root', r'home/\w+')     # as ../shared/hooks/before-stop
+    machine = re.compile(r'(^|[^A-Za-z0-9_.])/(' + '|'.join(roots) + ')/')
     found = []
     for name in filter(None, files):
         path = REPO / name

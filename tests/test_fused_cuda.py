@@ -95,3 +95,21 @@ def test_float64_on_cuda_uses_the_reference(plugin):
     assert rtm_fused.mixer_op(block, x) is None
     with pytest.raises(RuntimeError, match='not torch.float64'):
         rtm_fused.mixer_op(block, x, required=True)
+
+def test_launch_plan_of_this_gpu_and_its_answer(plugin):
+    # sm_90: 4 x 128's channel weights do not fit one SM and are split over a cluster of 4 CTAs; before sm_90
+    # they stream from global memory. Either way the recursion matches the CPU op (the same math).
+    props = torch.cuda.get_device_properties(0)
+    smem = props.shared_memory_per_block_optin
+    max_cluster = 4 if props.major >= 9 else 1
+    for batch in (1, 37, 600):
+        plan = plugin.plan_cuda(batch, 4, 128, 11, 341, smem, props.multi_processor_count, max_cluster)
+        assert plan[6] == max_cluster and plan[2] == (max_cluster > 1), plan
+        block = random_block(4, 128, 4.0)
+        carries = [torch.randn(batch, 4, 128, device='cuda') for _ in range(3)]
+        f = rtm_fused.mixer_op(block, carries[0], required=True)
+        z_H, z_L = f.recursion(*carries, 3, 2)
+        cpu = rtm_fused.mixer_op(block.cpu(), carries[0].cpu(), required=True)
+        c_H, c_L = cpu.recursion(*(c.cpu() for c in carries), 3, 2)
+        torch.testing.assert_close(z_H.cpu(), c_H, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(z_L.cpu(), c_L, atol=1e-4, rtol=1e-4)

@@ -67,6 +67,7 @@ def test_gradcheck_float64(plugin):
     params = list(block.parameters())       # gradcheck perturbs these in place: take the weights per call
 
     def f(x, inj, *params):
+        rtm_fused.forget_packed(block)      # gradcheck writes through .data, which the cache cannot see
         return rtm_fused.mixer_op(block, x, required=True)(x, inj)
 
     assert torch.autograd.gradcheck(f, (x, inj, *params))
@@ -160,7 +161,7 @@ def test_bad_input_gets_a_clear_message(plugin):
     block = random_block(4, 16, 4.0)
     w = rtm_fused.mixer_op(block, torch.zeros(1)).weights          # tgu [22, 4], td [4, 11], cgu [86, 16], cd [16, 43]
     x, inj = torch.randn(3, 4, 16), torch.randn(3, 4, 16)
-    eps = rtm_fused.RMS_EPS
+    eps = block.eps
     cases = [
         ((x, inj, w[0], w[1], w[2], w[3].t().contiguous().t(), eps), 'channel down weight must be contiguous'),
         ((x, inj, w[0], w[1], w[2][:, :15].contiguous(), w[3], eps), r'channel gate_up weight must be \[86, 16\]'),
@@ -185,12 +186,95 @@ def test_bad_input_gets_a_clear_message(plugin):
 def test_shared_memory_plan_and_fallback(plugin):
     # H100: 227 KB per block, 132 SMs. 8 tokens x 64 keeps its channel weights in shared memory; the core
     # default 4 x 128 (512 KB of channel weights) streams them.
-    nb, rows, in_smem, nbytes = plugin.plan_cuda(4096, 8, 64, 21, 171, 232448, 132)
-    assert (nb, rows, in_smem) == (4, 32, True) and nbytes <= 232448
-    nb, rows, in_smem, nbytes = plugin.plan_cuda(4096, 4, 128, 11, 341, 232448, 132)
-    assert (nb, rows, in_smem) == (8, 32, False) and nbytes <= 232448
-    assert plugin.plan_cuda(1, 4, 128, 11, 341, 232448, 132)[:2] == (1, 4)      # batch 1: a one-sample tile
+    nb, rows, in_smem, nbytes, ks_up, ks_down, cluster = plugin.plan_cuda(4096, 8, 64, 21, 171, 232448, 132)
+    assert (nb, rows, in_smem, cluster) == (4, 32, True, 1) and nbytes <= 232448
+    assert (ks_up, ks_down) == (1, 2)          # 128 down tiles for 256 threads: k in two parts
+    nb, rows, in_smem, nbytes, ks_up, ks_down, cluster = plugin.plan_cuda(4096, 4, 128, 11, 341, 232448, 132)
+    assert (nb, rows, in_smem, ks_up, ks_down, cluster) == (8, 32, False, 1, 1, 1) and nbytes <= 232448
+    # sm_90: the 524 KB of channel weights split over a cluster of 4 CTAs' shared memory, 33 clusters.
+    nb, rows, in_smem, nbytes, _, _, cluster = plugin.plan_cuda(4096, 4, 128, 11, 341, 232448, 132, max_cluster=4)
+    assert (nb, rows, in_smem, cluster) == (8, 32, True, 4) and nbytes <= 232448
+    assert plugin.plan_cuda(1, 4, 128, 11, 341, 232448, 132, 4)[6] == 4
+    # Batch 1: a one-sample tile of 4 rows; 88 gate/up and 32 down register tiles, k split 2 and 8 ways so
+    # that 176 and 256 of the 256 threads work.
+    assert plugin.plan_cuda(1, 4, 128, 11, 341, 232448, 132)[:2] == (1, 4)
+    assert plugin.plan_cuda(1, 4, 128, 11, 341, 232448, 132)[4:] == (2, 8, 1)
     # A configuration whose single sample does not fit falls back with one warning.
     with pytest.warns(UserWarning, match='needs .* KB of shared memory'):
         assert not rtm_fused.fits_shared_memory(plugin, (4, 128, 11, 341), 64, 8 * 1024, 132)
     assert rtm_fused.fits_shared_memory(plugin, (4, 128, 11, 341), 64, 232448, 132)
+
+#----------------------------------------------------------------------------
+# The contract with rtm.py, and the packed-weight cache.
+
+def test_block_contract_picks_the_fused_path(plugin):
+    block = random_block(4, 16, 4.0)
+    assert block.fusable is True and block.eps == 1e-5
+    names = ('token_mix.gate_up', 'token_mix.down', 'channel_mix.gate_up', 'channel_mix.down')
+    for w, name in zip(block.fused_weights(), names):
+        torch.testing.assert_close(w, block.get_submodule(name).effective_weight())
+    f = rtm_fused.mixer_op(block, torch.zeros(1, 4, 16))
+    assert f.runs_recursion and f.eps == block.eps
+
+    class Other(torch.nn.Module):                   # no contract: the reference, or a clear error
+        pass
+    assert rtm_fused.mixer_op(Other(), torch.zeros(1, 4, 16)) is None
+    with pytest.raises(RuntimeError, match='Other does not offer the fused contract'):
+        rtm_fused.mixer_op(Other(), torch.zeros(1, 4, 16), required=True)
+
+def test_block_eps_is_the_ops_eps(plugin, monkeypatch):
+    block = random_block(3, 10, 2.0, torch.float64)
+    monkeypatch.setattr(block, 'eps', 0.5)          # a large eps changes the answer visibly
+    x, inj = torch.randn(4, 3, 10, dtype=torch.float64), torch.randn(4, 3, 10, dtype=torch.float64)
+    with torch.no_grad():
+        fused, ref = rtm_fused.mixer_op(block, x)(x, inj), block(x, inj)
+    torch.testing.assert_close(fused, ref, atol=1e-6, rtol=1e-6)    # rtm.rms_norm: float32 statistics
+
+def test_packed_weights_are_cached_until_a_parameter_changes(plugin, monkeypatch):
+    block = random_block(4, 16, 4.0)
+    x = torch.randn(3, 4, 16)
+    packs = []
+    pack = plugin.pack
+    monkeypatch.setattr(plugin, 'pack', lambda *a: packs.append(1) or pack(*a))
+    first = rtm_fused.mixer_op(block, x)
+    assert rtm_fused.mixer_op(block, x).packed is first.packed and len(packs) == 1    # no repacking per call
+    with torch.no_grad():
+        before = first(x, x)
+        block.channel_mix.down.weight.mul_(2)      # in place, as an optimizer step: _version changes
+    second = rtm_fused.mixer_op(block, x)
+    assert len(packs) == 2 and second.packed is not first.packed
+    with torch.no_grad():
+        torch.testing.assert_close(second(x, x), block(x, x), atol=2e-5, rtol=1e-4)
+        assert not torch.allclose(second(x, x), before)
+    block.token_mix.gate_up.weight = torch.nn.Parameter(block.token_mix.gate_up.weight.detach() * 3)   # new storage
+    third = rtm_fused.mixer_op(block, x)
+    assert len(packs) == 3
+    with torch.no_grad():
+        torch.testing.assert_close(third(x, x), block(x, x), atol=2e-5, rtol=1e-4)
+    rtm_fused.mixer_op(block, x.double())              # per dtype
+    assert len(packs) == 4
+
+def test_training_steps_see_the_new_weights(plugin):
+    m = make_mapper(4, 16, 4.0, H=3, L=1)
+    x = torch.randn(8, 24)
+    opt = torch.optim.SGD(m.parameters(), lr=10.0)
+    for _ in range(3):
+        opt.zero_grad()
+        m(x).square().sum().backward()
+        opt.step()
+        with torch.no_grad():
+            torch.testing.assert_close(m(x, use_fused=True), m(x, use_fused=False), atol=1e-4, rtol=1e-4)
+
+def test_packed_entry_points_check_their_input(plugin):
+    block = random_block(4, 16, 4.0)
+    f = rtm_fused.mixer_op(block, torch.zeros(1))
+    x, inj = torch.randn(3, 4, 16), torch.randn(3, 4, 16)
+    p = f.packed                                     # [22, 4], [4, 11], [16, 96], [43, 16]
+    assert [tuple(t.shape) for t in p] == [(22, 4), (4, 11), (16, 96), (43, 16)]
+    with pytest.raises(RuntimeError, match='packed weights are 4 tensors'):
+        plugin.block_packed(x, inj, p[:3], 1e-5)
+    with pytest.raises(RuntimeError, match=r'packed channel gate_up must be \[16, 96\]'):
+        plugin.block_packed(x, inj, [p[0], p[1], block.fused_weights()[2].detach(), p[3]], 1e-5)
+    with pytest.raises(RuntimeError, match=r'packed token gate_up must be \[22, 5\]'):
+        plugin.block_packed(torch.randn(3, 5, 16), torch.randn(3, 5, 16), p, 1e-5)
+    torch.testing.assert_close(plugin.block_packed(x, inj, p, 1e-5), plugin.block(x, inj, *f.weights, 1e-5))

@@ -78,9 +78,9 @@ def test_output_has_gain_and_bias_and_no_tanh():
 
 def test_convnext_decoder():
     G = small_generator('rtm', 32, 'convnext')
-    assert G.num_ws == 4 * 2                                        # 4, 8, 16, 32 px x depth 2
+    assert G.num_ws == 1 + 3 + 6 + 6 + 6                            # App. C, CIFAR-10: 1, 4, 8, 16, 32 px
     assert G(torch.randn(2, 16)).shape == (2, 3, 32, 32)
-    with pytest.raises(ValueError, match='power-of-two'):
+    with pytest.raises(ValueError, match='App. C gives ConvNeXt layouts'):
         ConvNeXtDecoder(16, 24)
 
 def test_bad_ws_shape_is_named():

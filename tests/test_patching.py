@@ -238,9 +238,9 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     run = lambda *args: subprocess.run([sys.executable, '-m', 'rtm_plugin.patching', *args], env=env,
                                        capture_output=True, text=True, timeout=120)
     result = run('apply', str(tmp_path / 'missing'))
-    assert result.returncode == 1 and 'Error:' in result.stderr and 'no such folder' in result.stderr
+    assert result.returncode == 2 and 'Error:' in result.stderr and 'no such folder' in result.stderr
     assert 'Traceback' not in result.stderr
     result = run('check', str(tmp_path))
-    assert result.returncode == 1 and 'does not look like a checkout' in result.stderr
+    assert result.returncode == 2 and 'does not look like a checkout' in result.stderr
     result = run('targets')
     assert result.returncode == 0 and 'stylegan2-ada-pytorch' in result.stdout

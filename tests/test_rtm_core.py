@@ -7,7 +7,7 @@ import torch
 
 from rtm_plugin.mapping import MLPMappingNetwork, RTMMappingNetwork, build_mapping
 from rtm_plugin.memory import saved_tensors
-from rtm_plugin.rtm import RecursiveTokenMapper
+from rtm_plugin.rtm import RecursiveTokenMapper, update_w_avg
 
 SMALL = dict(z_dim=32, c_dim=0, w_dim=48, num_ws=5, tokens=4, token_dim=16)
 
@@ -171,6 +171,65 @@ def test_pickles_and_state_dict_round_trip():
     m3.load_state_dict(m.state_dict())
     torch.testing.assert_close(m3.eval()(z), m(z), rtol=0, atol=0)
     assert {'trunk.H_init', 'trunk.L_init', 'w_avg'} <= set(m.state_dict())
+
+#----------------------------------------------------------------------------
+# w_avg: a bad row or an empty batch must not poison it for good; fp16/bf16 mappers train.
+
+def mapper(kind, **kwargs):
+    if kind == 'rtm':
+        return RTMMappingNetwork(**SMALL, **kwargs)
+    return MLPMappingNetwork(32, 0, SMALL['w_dim'], SMALL['num_ws'], num_layers=2, **kwargs)
+
+@pytest.mark.parametrize('kind', ['rtm', 'mlp'])
+def test_w_avg_skips_non_finite_rows(kind):
+    torch.manual_seed(0)
+    m = mapper(kind, w_avg_beta=0.9).train()
+    m(torch.randn(8, 32))                                   # w_avg away from zero
+    z = torch.randn(8, 32)
+    z[0, 3], z[5] = float('nan'), float('inf')              # one NaN entry, one inf row
+    good = [1, 2, 3, 4, 6, 7]
+    before = m.w_avg.clone()
+    expected = m(z[good], update_emas=False)[:, 0].mean(0).lerp(before, 0.9)
+    m(z)
+    assert torch.isfinite(m.w_avg).all()
+    torch.testing.assert_close(m.w_avg, expected, rtol=1e-4, atol=1e-4)   # batch 6 vs 8: float32 kernel noise
+    assert torch.isfinite(m.eval()(torch.randn(4, 32), truncation_psi=0.5)).all()
+
+@pytest.mark.parametrize('kind', ['rtm', 'mlp'])
+def test_w_avg_unchanged_by_empty_or_all_bad_batches(kind):
+    torch.manual_seed(0)
+    m = mapper(kind).train()
+    m(torch.randn(8, 32))
+    before = m.w_avg.clone()
+    assert m(torch.randn(0, 32)).shape == (0, SMALL['num_ws'], SMALL['w_dim'])
+    m(torch.full([3, 32], float('nan')))
+    assert torch.equal(m.w_avg, before)
+
+def test_update_w_avg_helper_dtypes():
+    w_avg = torch.zeros(4, dtype=torch.bfloat16)
+    w = torch.tensor([[1.0, 2, 3, 4], [float('nan'), 0, 0, 0], [3.0, 2, 1, 0]], dtype=torch.float16)
+    update_w_avg(w_avg, w, 0.5)
+    assert w_avg.dtype == torch.bfloat16
+    torch.testing.assert_close(w_avg.float(), torch.tensor([1.0, 1, 1, 1]))
+    w_avg64 = torch.ones(2, dtype=torch.float64)
+    update_w_avg(w_avg64, torch.tensor([[1 + 1e-12, 1.0]], dtype=torch.float64), 0.0)     # no float32 rounding
+    assert w_avg64[0].item() == 1 + 1e-12
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('kind', ['rtm', 'mlp'])
+def test_half_and_bfloat16_mappers_train(kind, dtype):
+    torch.manual_seed(0)
+    m = mapper(kind).to(dtype).train()
+    opt = torch.optim.SGD(m.parameters(), lr=1e-3)
+    for _ in range(2):
+        w = m(torch.randn(8, 32, dtype=dtype))
+        w.square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert m.w_avg.dtype == dtype and torch.isfinite(m.w_avg).all() and m.w_avg.abs().sum() > 0
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    w = m.eval()(torch.randn(4, 32, dtype=dtype), truncation_psi=0.5, truncation_cutoff=2)
+    assert w.dtype == torch.float32 and torch.isfinite(w).all()
 
 #----------------------------------------------------------------------------
 # Baselines.

@@ -39,9 +39,8 @@ void check_shape(const at::Tensor& t, const char* name, int64_t rows, int64_t co
 
 using Named = std::pair<const at::Tensor*, const char*>;
 
-// Validates the carries and the effective weights (torch [out, in] layout) and returns the dims.
-rtm::Dims check_args(const std::vector<Named>& carries, const at::Tensor& tgu, const at::Tensor& td,
-                     const at::Tensor& cgu, const at::Tensor& cd, double eps) {
+// Validates the carries (one device, one dtype, one shape) and returns the first.
+const at::Tensor& check_carries(const std::vector<Named>& carries) {
     const at::Tensor& like = *carries[0].first;
     const auto type = like.scalar_type();
     if (like.is_cuda()) {
@@ -59,6 +58,19 @@ rtm::Dims check_args(const std::vector<Named>& carries, const at::Tensor& tgu, c
     }
     TORCH_CHECK(like.size(1) > 0 && like.size(2) > 0, "rtm_fused: carries must be [N, tokens, token_dim] with "
                 "tokens, token_dim > 0, got ", like.sizes());
+    return like;
+}
+
+void check_sizes(int64_t S, int64_t D, int64_t Ht, int64_t Hc, double eps) {
+    TORCH_CHECK(eps > 0, "rtm_fused: eps must be positive, got ", eps);
+    TORCH_CHECK(S * D < (1LL << 24) && Ht < (1LL << 20) && Hc < (1LL << 20),
+                "rtm_fused: tokens x token_dim or a hidden width is too large");
+}
+
+// Validates the carries and the effective weights (torch [out, in] layout) and returns the dims.
+rtm::Dims check_args(const std::vector<Named>& carries, const at::Tensor& tgu, const at::Tensor& td,
+                     const at::Tensor& cgu, const at::Tensor& cd, double eps) {
+    const at::Tensor& like = check_carries(carries);
     check_tensor(tgu, "token gate_up weight", like, 2);
     check_tensor(td, "token down weight", like, 2);
     check_tensor(cgu, "channel gate_up weight", like, 2);
@@ -72,9 +84,7 @@ rtm::Dims check_args(const std::vector<Named>& carries, const at::Tensor& tgu, c
     check_shape(td, "token down weight", S, Ht, "tokens x hidden");
     check_shape(cgu, "channel gate_up weight", 2 * Hc, D, "2*hidden x token_dim");
     check_shape(cd, "channel down weight", D, Hc, "token_dim x hidden");
-    TORCH_CHECK(eps > 0, "rtm_fused: eps must be positive, got ", eps);
-    TORCH_CHECK(S * D < (1LL << 24) && Ht < (1LL << 20) && Hc < (1LL << 20),
-                "rtm_fused: tokens x token_dim or a hidden width is too large");
+    check_sizes(S, D, Ht, Hc, eps);
     return rtm::make_dims(static_cast<int>(S), static_cast<int>(D), static_cast<int>(Ht), static_cast<int>(Hc));
 }
 
@@ -87,6 +97,23 @@ std::vector<at::Tensor> pack_weights(const at::Tensor& tgu, const at::Tensor& td
     auto cd_t = at::zeros({d.Hc, d.Dp}, cd.options());
     cd_t.narrow(1, 0, d.D).copy_(cd.t());
     return {tgu, td, cgu_t, cd_t};
+}
+
+// Validates the carries and weights already in kernel layout (from pack) and returns the dims.
+rtm::Dims check_packed(const std::vector<Named>& carries, const std::vector<at::Tensor>& packed, double eps) {
+    const at::Tensor& like = check_carries(carries);
+    TORCH_CHECK(packed.size() == 4, "rtm_fused: packed weights are 4 tensors (from pack()), got ", packed.size());
+    const char* names[] = {"packed token gate_up", "packed token down", "packed channel gate_up", "packed channel down"};
+    for (int i = 0; i < 4; ++i) check_tensor(packed[i], names[i], like, 2);
+    const int64_t S = like.size(1), D = like.size(2), Ht = packed[0].size(0) / 2, Hc = packed[3].size(0);
+    TORCH_CHECK(Ht > 0 && Hc > 0, "rtm_fused: packed weights with an empty hidden layer");
+    check_sizes(S, D, Ht, Hc, eps);
+    const auto d = rtm::make_dims(static_cast<int>(S), static_cast<int>(D), static_cast<int>(Ht), static_cast<int>(Hc));
+    check_shape(packed[0], names[0], 2 * Ht, S, "2*hidden x tokens");
+    check_shape(packed[1], names[1], S, Ht, "tokens x hidden");
+    check_shape(packed[2], names[2], D, 2 * d.Hcp, "token_dim x 2*padded hidden");
+    check_shape(packed[3], names[3], Hc, d.Dp, "hidden x padded token_dim");
+    return d;
 }
 
 //----------------------------------------------------------------------------
@@ -184,16 +211,43 @@ at::Tensor block(const at::Tensor& x, const at::Tensor& inj, const at::Tensor& t
     return run(x, x, inj, pack_weights(tgu, td, cgu, cd, d), d, 1, 1, true, eps)[0];
 }
 
+// The weights in kernel layout, for the *_packed entry points (rtm_fused.py caches them per module). `like`:
+// a carry (or an empty [0, tokens, token_dim] tensor) of the device and dtype the weights are for.
+std::vector<at::Tensor> pack(const at::Tensor& like, const at::Tensor& tgu, const at::Tensor& td,
+                             const at::Tensor& cgu, const at::Tensor& cd) {
+    const auto d = check_args({{&like, "like"}}, tgu, td, cgu, cd, 1.0);
+    return pack_weights(tgu, td, cgu, cd, d);
+}
+
+std::vector<at::Tensor> recursion_packed(const at::Tensor& zH, const at::Tensor& zL, const at::Tensor& z0,
+                                         const std::vector<at::Tensor>& packed, int64_t steps, int64_t L, double eps) {
+    const auto d = check_packed({{&zH, "z_H"}, {&zL, "z_L"}, {&z0, "z0"}}, packed, eps);
+    TORCH_CHECK(steps >= 0 && steps < (1 << 30), "rtm_fused: steps must be >= 0, got ", steps);
+    TORCH_CHECK(L >= 1 && L < (1 << 30), "rtm_fused: L must be >= 1, got ", L);
+    if (zH.size(0) == 0 || steps == 0) return {zH.clone(), zL.clone()};
+    return run(zH, zL, z0, packed, d, static_cast<int>(steps), static_cast<int>(L), false, eps);
+}
+
+at::Tensor block_packed(const at::Tensor& x, const at::Tensor& inj, const std::vector<at::Tensor>& packed, double eps) {
+    const auto d = check_packed({{&x, "x"}, {&inj, "inj"}}, packed, eps);
+    if (x.size(0) == 0) return x.clone();
+    return run(x, x, inj, packed, d, 1, 1, true, eps)[0];
+}
+
 // The GPU launch plan for a float32 batch: (samples per tile, rows per tile, channel weights in shared
-// memory, dynamic shared memory bytes). Samples per tile = 0: no tile fits in smem_limit; the bytes are then
-// what one sample would need.
-std::tuple<int64_t, int64_t, bool, int64_t> plan_cuda(int64_t N, int64_t S, int64_t D, int64_t Ht, int64_t Hc,
-                                                     int64_t smem_limit, int64_t num_sms) {
+// memory, dynamic shared memory bytes, k parts of the gate/up and of the down GEMM, CTAs per cluster).
+// Samples per tile = 0: no tile fits in smem_limit; the bytes are then what one sample would need.
+// max_cluster: 4 on sm_90 (thread-block clusters), 1 before.
+std::tuple<int64_t, int64_t, bool, int64_t, int64_t, int64_t, int64_t> plan_cuda(
+        int64_t N, int64_t S, int64_t D, int64_t Ht, int64_t Hc, int64_t smem_limit, int64_t num_sms,
+        int64_t max_cluster) {
     TORCH_CHECK(N >= 0 && S > 0 && D > 0 && Ht > 0 && Hc > 0, "rtm_fused: plan_cuda needs positive sizes");
     const auto d = rtm::make_dims(static_cast<int>(S), static_cast<int>(D), static_cast<int>(Ht),
                                   static_cast<int>(Hc));
-    const auto p = rtm::plan_gpu<rtm::gpu::kRowTile>(N, d, smem_limit, static_cast<int>(num_sms), sizeof(float));
-    return {p.nb, p.rows, p.weights_in_smem, p.smem_bytes};
+    TORCH_CHECK(max_cluster == 1 || max_cluster == 2 || max_cluster == 4, "rtm_fused: max_cluster is 1, 2 or 4");
+    const auto p = rtm::choose_plan<rtm::gpu::kRowTile>(N, d, smem_limit, static_cast<int>(num_sms), sizeof(float),
+                                                        static_cast<int>(max_cluster));
+    return {p.nb, p.rows, p.weights_in_smem, p.smem_bytes, p.ks_up, p.ks_down, p.cluster};
 }
 
 }  // namespace
@@ -201,5 +255,10 @@ std::tuple<int64_t, int64_t, bool, int64_t> plan_cuda(int64_t N, int64_t S, int6
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("recursion", &recursion, "z_H, z_L after `steps` RTM outer steps (no autograd)");
     m.def("block", &block, "f(x, inj): the RTM mixer block (no autograd)");
-    m.def("plan_cuda", &plan_cuda, "GPU launch plan: (samples per tile, rows, weights in smem, smem bytes)");
+    m.def("pack", &pack, "the effective weights in kernel layout, for recursion_packed / block_packed");
+    m.def("recursion_packed", &recursion_packed, "recursion() with weights from pack()");
+    m.def("block_packed", &block_packed, "block() with weights from pack()");
+    m.def("plan_cuda", &plan_cuda, "GPU launch plan: (samples per tile, rows, weights in smem, smem bytes, "
+          "k parts gate/up, k parts down, CTAs per cluster)", py::arg("N"), py::arg("S"), py::arg("D"), py::arg("Ht"),
+          py::arg("Hc"), py::arg("smem_limit"), py::arg("num_sms"), py::arg("max_cluster") = 1);
 }

@@ -24,11 +24,15 @@
 #define RTM_PIECE __host__ __device__ __forceinline__
 #define RTM_UNROLL _Pragma("unroll")
 #define RTM_UNROLL_ROWS _Pragma("unroll")
+#define RTM_UNROLL_K _Pragma("unroll 2")        // 2 k steps: their loads issue ahead of the FMAs (4 spills on sm_80)
+#define RTM_RESTRICT __restrict__
 #else
 #define RTM_HD inline
 #define RTM_PIECE __attribute__((noinline))     // g++ keeps a piece's registers best when compiled alone
 #define RTM_UNROLL      // g++ vectorises these fixed-length loops itself; an unroll pragma stops it
 #define RTM_UNROLL_ROWS _Pragma("GCC unroll 8")     // keeps a register tile's rows in registers
+#define RTM_UNROLL_K
+#define RTM_RESTRICT __restrict__
 #endif
 
 namespace rtm {
@@ -60,7 +64,16 @@ template <typename T> struct Weights { const T* tgu; const T* td; const T* cgu; 
 // Scratch for one tile of nb samples: rows = nb*S token rows, rounded up to the policy's row tile.
 // work: [rows][ld] (h before the token mix), hidden: [rows][ldh] (the channel SwiGLU's silu(gate)*up).
 // Rows and columns beyond the data are zero and stay zero through f.
-template <typename T> struct Tile { int nb, rows, ld, ldh; T* work; T* hidden; };
+// Split k (GPU, small tiles): the channel GEMMs' k range is cut into ks_up / ks_down parts, so that more
+// threads than output tiles have work; each part writes raw sums to `partial` ([ks][rows][2*Hcp] or
+// [ks][rows][Dp]) and a second pass adds them up. ks = 1: no split, `partial` unused.
+template <typename T> struct Tile {
+    int nb, rows, ld, ldh;
+    T* work;
+    T* hidden;
+    T* partial = nullptr;
+    int ks_up = 1, ks_down = 1;
+};
 
 //----------------------------------------------------------------------------
 // Lanes<T, N>: N adjacent values handled together. On the host a GCC vector, so that g++ emits one vector
@@ -77,6 +90,17 @@ template <typename T, int N> struct Lanes {
 template <typename T, int N> RTM_HD void lanes_zero(Lanes<T, N>& a) { RTM_UNROLL for (int j = 0; j < N; ++j) a[j] = T(0); }
 template <typename T, int N> RTM_HD void lanes_load(Lanes<T, N>& a, const T* p, int cs) {
     RTM_UNROLL for (int j = 0; j < N; ++j) a[j] = p[j * cs];
+}
+// Weights: read-only for the whole launch. Ldg: they stream from global memory, through the read-only path.
+template <bool Ldg, typename T, int N> RTM_HD void lanes_load_w(Lanes<T, N>& a, const T* RTM_RESTRICT p, int cs) {
+#if defined(__CUDA_ARCH__)
+    if (Ldg) {
+        RTM_UNROLL for (int j = 0; j < N; ++j) a[j] = __ldg(p + j * cs);
+    } else
+#endif
+    {
+        RTM_UNROLL for (int j = 0; j < N; ++j) a[j] = p[j * cs];
+    }
 }
 template <typename T, int N> RTM_HD void lanes_store(T* p, const Lanes<T, N>& a, int cs) {
     RTM_UNROLL for (int j = 0; j < N; ++j) p[j * cs] = a[j];
@@ -101,6 +125,7 @@ template <typename V, typename T> inline void lanes_load(V& a, const T* p, int c
     if (cs == 1) { std::memcpy(&a, p, sizeof(V)); return; }
     for (int j = 0; j < static_cast<int>(sizeof(V) / sizeof(T)); ++j) a[j] = p[j * cs];
 }
+template <bool Ldg, typename V, typename T> inline void lanes_load_w(V& a, const T* p, int cs) { lanes_load(a, p, cs); }
 template <typename V, typename T> inline void lanes_store(T* p, const V& a, int cs) {
     if (cs == 1) { std::memcpy(p, &a, sizeof(V)); return; }
     for (int j = 0; j < static_cast<int>(sizeof(V) / sizeof(T)); ++j) p[j * cs] = a[j];
@@ -234,38 +259,53 @@ RTM_PIECE void token_mix(const T* h, T* out, int ld, int S, int Ht, const T* tgu
     }
 }
 
-// Channel SwiGLU, first half, on an R x J register tile: hidden[r][c] = silu(x_r . gate_c) * (x_r . up_c)
-// for rows r0.. r0+R-1 and columns c0 + j*cs (cs = 1 when Adjacent, known at compile time). K = D.
-template <typename T, int R, int J, bool Adjacent>
-RTM_PIECE void channel_up_tile(const T* x, int ldx, int K, const T* cgu, int hoff, T* hidden, int ldh,
-                            int r0, int c0, int cs) {
+// Channel SwiGLU, first half, on an R x J register tile: out[r][c] = silu(x_r . gate_c) * (x_r . up_c)
+// for rows r0.. r0+R-1 and columns c0 + j*cs (cs = 1 when Adjacent, known at compile time), the dot
+// products over k in [k0, k1) (all of D unless k is split). raw: store the two sums, gate at out[r][c] and
+// up at out[r][c + hoff], for a later pass to add up and finish.
+template <typename T, int R, int J, bool Adjacent, bool Ldg>
+RTM_PIECE void channel_up_tile(const T* RTM_RESTRICT x, int ldx, int k0, int k1, const T* RTM_RESTRICT cgu,
+                               int hoff, T* RTM_RESTRICT out, int ldo, int r0, int c0, int cs, bool raw) {
     if (Adjacent) cs = 1;
     Lanes<T, J> g[R], u[R], wg, wu;
     RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) { lanes_zero(g[r]); lanes_zero(u[r]); }
     const int ldw = 2 * hoff;
-    for (int k = 0; k < K; ++k) {
+    RTM_UNROLL_K for (int k = k0; k < k1; ++k) {
         const T* w = cgu + static_cast<long long>(k) * ldw + c0;
-        lanes_load(wg, w, cs);
-        lanes_load(wu, w + hoff, cs);
+        lanes_load_w<Ldg>(wg, w, cs);
+        lanes_load_w<Ldg>(wu, w + hoff, cs);
         RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) {
             const T v = x[(r0 + r) * ldx + k];
             lanes_fma(g[r], v, wg);
             lanes_fma(u[r], v, wu);
         }
     }
-    RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) lanes_store(hidden + (r0 + r) * ldh + c0, swiglu(g[r], u[r]), cs);
+    if (raw) {
+        RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) {
+            lanes_store(out + (r0 + r) * ldo + c0, g[r], cs);
+            lanes_store(out + (r0 + r) * ldo + c0 + hoff, u[r], cs);
+        }
+        return;
+    }
+    RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) lanes_store(out + (r0 + r) * ldo + c0, swiglu(g[r], u[r]), cs);
 }
 
-// Channel SwiGLU, second half, plus the residual: x[r][c] += hidden_r . down_c on an R x J tile. K = Hc.
-template <typename T, int R, int J, bool Adjacent>
-RTM_PIECE void channel_down_tile(const T* hidden, int ldh, int K, const T* cd, int ldw, T* x, int ldx,
-                              int r0, int c0, int cs) {
+// Channel SwiGLU, second half, plus the residual: x[r][c] += hidden_r . down_c on an R x J tile, the dot
+// products over k in [k0, k1) (all of Hc unless k is split). raw: out[r][c] = the sum instead.
+template <typename T, int R, int J, bool Adjacent, bool Ldg>
+RTM_PIECE void channel_down_tile(const T* RTM_RESTRICT hidden, int ldh, int k0, int k1, const T* RTM_RESTRICT cd,
+                                 int ldw, T* RTM_RESTRICT x, int ldx, int r0, int c0, int cs, T* RTM_RESTRICT out,
+                                 int ldo, bool raw) {
     if (Adjacent) cs = 1;
     Lanes<T, J> acc[R], wd;
     RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) lanes_zero(acc[r]);
-    for (int k = 0; k < K; ++k) {
-        lanes_load(wd, cd + static_cast<long long>(k) * ldw + c0, cs);
+    RTM_UNROLL_K for (int k = k0; k < k1; ++k) {
+        lanes_load_w<Ldg>(wd, cd + static_cast<long long>(k) * ldw + c0, cs);
         RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) lanes_fma(acc[r], hidden[(r0 + r) * ldh + k], wd);
+    }
+    if (raw) {
+        RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) lanes_store(out + (r0 + r) * ldo + c0, acc[r], cs);
+        return;
     }
     RTM_UNROLL_ROWS for (int r = 0; r < R; ++r) {
         lanes_load(wd, x + (r0 + r) * ldx + c0, cs);
@@ -315,17 +355,54 @@ RTM_HD void mixer_block(T* x, const T* inj, const T* inj2, const Dims& d, const 
     const int groups = t.rows / P::R;
     int r0, c0, cs;
     const int up_cols = d.Hcp / P::J;                           // channel SwiGLU into hidden
-    for (int i = tid; i < groups * up_cols; i += nt) {
-        tile_coords<P>(i, groups, up_cols, P::J, r0, c0, cs);
-        channel_up_tile<T, P::R, P::J, P::kVectorCols>(x, t.ld, d.D, w.cgu, d.Hcp, t.hidden, t.ldh, r0, c0, cs);
+    const int up_items = groups * up_cols;
+    const bool up_split = t.ks_up > 1;
+    for (int i = tid; i < up_items * t.ks_up; i += nt) {        // item i: k part i / up_items (0 unless split)
+        const int part = i / up_items;
+        tile_coords<P>(i - part * up_items, groups, up_cols, P::J, r0, c0, cs);
+        channel_up_tile<T, P::R, P::J, P::kVectorCols, P::kLdgWeights>(
+            x, t.ld, d.D * part / t.ks_up, d.D * (part + 1) / t.ks_up, w.cgu, d.Hcp,
+            up_split ? t.partial + part * t.rows * 2 * d.Hcp : t.hidden, up_split ? 2 * d.Hcp : t.ldh,
+            r0, c0, cs, up_split);
     }
     P::sync();
+    if (up_split) {                                             // add the k parts, then silu(gate) * up
+        for (int i = tid; i < t.rows * d.Hcp; i += nt) {
+            const int r = i / d.Hcp, c = i - r * d.Hcp;
+            const T* p = t.partial + r * 2 * d.Hcp + c;
+            T g = T(0), u = T(0);
+            for (int part = 0; part < t.ks_up; ++part, p += t.rows * 2 * d.Hcp) { g += p[0]; u += p[d.Hcp]; }
+            t.hidden[r * t.ldh + c] = silu(g) * u;
+        }
+        P::sync();
+    }
     const int down_cols = d.Dp / P::JD;                         // back to D channels, plus the residual
-    for (int i = tid; i < groups * down_cols; i += nt) {
-        tile_coords<P>(i, groups, down_cols, P::JD, r0, c0, cs);
-        channel_down_tile<T, P::R, P::JD, P::kVectorCols>(t.hidden, t.ldh, d.Hc, w.cd, d.Dp, x, t.ld, r0, c0, cs);
+    const int down_items = groups * down_cols;
+    // Raw partial sums also when the hidden units are split over a cluster's CTAs (P::kCluster > 1): each
+    // CTA then holds the down projection over its own slice only, and the sum runs over all of them.
+    const bool down_split = t.ks_down > 1 || P::kCluster > 1;
+    for (int i = tid; i < down_items * t.ks_down; i += nt) {
+        const int part = i / down_items;
+        tile_coords<P>(i - part * down_items, groups, down_cols, P::JD, r0, c0, cs);
+        channel_down_tile<T, P::R, P::JD, P::kVectorCols, P::kLdgWeights>(
+            t.hidden, t.ldh, d.Hc * part / t.ks_down, d.Hc * (part + 1) / t.ks_down, w.cd, d.Dp, x, t.ld, r0, c0,
+            cs, t.partial + part * t.rows * d.Dp, d.Dp, down_split);
     }
     P::sync();
+    if (down_split) {                                           // the residual plus the k parts
+        P::cluster_sync();                                      // (cluster) every CTA's parts are written
+        for (int i = tid; i < t.rows * d.Dp; i += nt) {
+            const int r = i / d.Dp, c = i - r * d.Dp;
+            T acc = T(0);
+            for (int rank = 0; rank < P::kCluster; ++rank) {   // in rank order: every CTA sums alike
+                const T* p = t.partial + r * d.Dp + c;
+                for (int part = 0; part < t.ks_down; ++part, p += t.rows * d.Dp) acc += P::load_peer(p, rank);
+            }
+            x[r * t.ld + c] += acc;
+        }
+        P::cluster_sync();                                      // (cluster) all read before they are rewritten
+        P::sync();
+    }
 
     P::template row_norm<T>(x, t.rows, t.ld, d, eps, tid, nt);  // RMSNorm over channels
     P::sync();
@@ -352,12 +429,14 @@ constexpr int kRowTile = 4;     // rows per register tile (GpuPolicy::R)
 constexpr int kColTile = 4;     // columns per register tile (GpuPolicy::J and JD)
 constexpr int kMaxRows = 32;    // token rows per tile (samples per tile = kMaxRows / S)
 constexpr int kRowPad = 1;      // extra column per row in shared memory: rows R apart fall in different banks
+constexpr int kMaxSplit = 8;    // at most this many k parts per channel GEMM
+constexpr int kMinSplitK = 16;  // and at least this many k steps per part
 }
 
 // Offsets (in elements) of a tile's buffers in dynamic shared memory.
-struct SmemLayout { long long zH, zL, z0, work, hidden, tgu, td, cgu, cd, total; int ld, ldh; };
+struct SmemLayout { long long zH, zL, z0, work, hidden, partial, tgu, td, cgu, cd, total; int ld, ldh; };
 
-RTM_HD SmemLayout smem_layout(const Dims& d, int rows, bool weights_in_smem) {
+RTM_HD SmemLayout smem_layout(const Dims& d, int rows, bool weights_in_smem, long long partial_elems = 0) {
     SmemLayout s;
     s.ld = d.Dp + gpu::kRowPad;
     s.ldh = d.Hcp + gpu::kRowPad;
@@ -367,6 +446,7 @@ RTM_HD SmemLayout smem_layout(const Dims& d, int rows, bool weights_in_smem) {
     s.z0 = off;     off += static_cast<long long>(rows) * s.ld;
     s.work = off;   off += static_cast<long long>(rows) * s.ld;
     s.hidden = off; off += static_cast<long long>(rows) * s.ldh;
+    s.partial = off; off += partial_elems;
     s.tgu = off;    off += 2LL * d.Ht * d.S;
     s.td = off;     off += static_cast<long long>(d.S) * d.Ht;
     s.cgu = s.cd = -1;
@@ -378,28 +458,78 @@ RTM_HD SmemLayout smem_layout(const Dims& d, int rows, bool weights_in_smem) {
     return s;
 }
 
+// k parts for a GEMM of `items` register tiles over K: enough that the block's threads all have work.
+RTM_HD int split_k(int items, int K, int threads) {
+    int ks = threads / (items > 0 ? items : 1);
+    if (ks > gpu::kMaxSplit) ks = gpu::kMaxSplit;
+    if (ks > K / gpu::kMinSplitK) ks = K / gpu::kMinSplitK;
+    return ks > 1 ? ks : 1;
+}
+
+// A cluster of `cluster` CTAs shares each tile and splits the channel mix's hidden units: CTA r holds the
+// gate/up columns and down rows of units [r*Hs, (r+1)*Hs), Hs = Hcp / cluster. Its dims are d with Hc and Hcp
+// both Hs (units past Hc have zero weights, so they add zero).
+RTM_HD Dims cluster_dims(const Dims& d, int cluster) {
+    Dims c = d;
+    if (cluster > 1) c.Hc = c.Hcp = d.Hcp / cluster;
+    return c;
+}
+
 struct Plan {
     int nb, rows;               // samples and padded token rows per tile; nb = 0: no tile fits
     bool weights_in_smem;       // channel weights held in shared memory, else streamed from global/L2
     long long smem_bytes;       // dynamic shared memory per block (for nb = 0: what one sample would need)
+    int ks_up, ks_down;         // k parts of the channel GEMMs (1: no split)
+    long long partial_elems;    // the split-k buffer
+    int cluster = 1;            // CTAs per cluster (> 1: the channel weights split over them, in smem)
 };
 
 // Persistent-RNN style: the token weights always live in shared memory; the channel weights too when they
-// fit, else they are streamed. Tiles shrink until the carries fit in smem_limit bytes.
+// fit, else they are streamed. Tiles shrink until the carries fit in smem_limit bytes. Small tiles (small
+// batches) split the channel GEMMs' k range, so that all warps work: at batch 1 of 4 x 128, the 4-row tile
+// has 88 gate/up and 32 down register tiles for 256 threads; split 2 and 8 ways, 176 and 256 threads work.
 template <int R>
-inline Plan plan_gpu(long long N, const Dims& d, long long smem_limit, int num_sms, int elem_size) {
+inline Plan plan_gpu(long long N, const Dims& d0, long long smem_limit, int num_sms, int elem_size, int cluster = 1) {
+    const Dims d = cluster_dims(d0, cluster);
+    const int units = cluster > 1 ? num_sms / cluster : num_sms;        // what works on tiles side by side
     int nb = gpu::kMaxRows / d.S;
-    const long long per_sm = ceil_div(N, num_sms > 0 ? num_sms : 1);   // small batches: one tile per SM
+    const long long per_sm = ceil_div(N, units > 0 ? units : 1);         // small batches: one tile per unit
     if (per_sm < nb) nb = static_cast<int>(per_sm);
     if (nb < 1) nb = 1;
     for (; nb >= 1; nb = nb > 1 ? nb / 2 : 0) {
         const int rows = round_up(nb * d.S, R);
-        for (int in_smem = 1; in_smem >= 0; --in_smem) {
-            const long long bytes = smem_layout(d, rows, in_smem).total * elem_size;
-            if (bytes <= smem_limit) return Plan{nb, rows, in_smem == 1, bytes};
+        const int groups = rows / R;
+        const int ks_up = split_k(groups * (d.Hcp / gpu::kColTile), d.D, gpu::kThreads);
+        const int ks_down = split_k(groups * (d.Dp / gpu::kColTile), d.Hc, gpu::kThreads);
+        long long partial = cluster > 1 ? static_cast<long long>(rows) * d.Dp : 0;     // the cluster's sum
+        if (ks_up > 1 && static_cast<long long>(ks_up) * rows * 2 * d.Hcp > partial)
+            partial = static_cast<long long>(ks_up) * rows * 2 * d.Hcp;
+        if (ks_down > 1 && static_cast<long long>(ks_down) * rows * d.Dp > partial)
+            partial = static_cast<long long>(ks_down) * rows * d.Dp;
+        for (int in_smem = 1; in_smem >= (cluster > 1 ? 1 : 0); --in_smem) {
+            for (int split = 1; split >= 0; --split) {          // without the split if its buffer does not fit
+                const long long need = split ? partial : (cluster > 1 ? static_cast<long long>(rows) * d.Dp : 0);
+                const long long bytes = smem_layout(d, rows, in_smem, need).total * elem_size;
+                if (bytes <= smem_limit)
+                    return Plan{nb, rows, in_smem == 1, bytes, split ? ks_up : 1, split ? ks_down : 1, need, cluster};
+            }
         }
     }
-    return Plan{0, 0, false, smem_layout(d, round_up(d.S, R), false).total * elem_size};
+    return Plan{0, 0, false, smem_layout(d, round_up(d.S, R), cluster > 1).total * elem_size, 1, 1, 0, cluster};
+}
+
+// The plan a launch uses: channel weights in one CTA's shared memory when they fit; else, where clusters
+// exist (max_cluster > 1: sm_90), split over a cluster of 2 or 4 CTAs; else streamed from global memory.
+template <int R>
+inline Plan choose_plan(long long N, const Dims& d, long long smem_limit, int num_sms, int elem_size,
+                        int max_cluster) {
+    const Plan one = plan_gpu<R>(N, d, smem_limit, num_sms, elem_size);
+    if (one.nb == 0 || one.weights_in_smem) return one;
+    for (int cluster = 2; cluster <= max_cluster; cluster *= 2) {
+        const Plan c = plan_gpu<R>(N, d, smem_limit, num_sms, elem_size, cluster);
+        if (c.nb > 0) return c;
+    }
+    return one;
 }
 
 }  // namespace rtm

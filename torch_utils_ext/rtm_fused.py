@@ -12,6 +12,13 @@ Usage, from rtm.py:
     z_H, z_L = f.recursion(z_H, z_L, z0, steps, L)             # no grad, one op call
     z_L = f(z_L, z_H + z0)                                     # differentiable
 
+The contract with the block: `block.fusable` is True, `block.fused_weights()` returns its effective weights
+(token gate_up, token down, channel gate_up, channel down; torch [out, in] layout), `block.eps` is its RMSNorm
+eps, and its forward is the formula in rtm_fused.h. Nothing else of the block (submodule names, gains) is read
+here. The packed weights are cached per block and rebuilt when a parameter changes (its `_version`, bumped by
+every in-place update such as an optimizer step, an EMA update or load_state_dict, or its storage); a
+write through `.data` bypasses that counter, so call forget_packed(block) after one.
+
 The plugin builds with ninja the first time a tensor of its device arrives (about 45 s on CPU, then cached in
 TORCH_EXTENSIONS_DIR). If the build fails, it warns once and every call falls back to the reference.
 """
@@ -19,21 +26,22 @@ TORCH_EXTENSIONS_DIR). If the build fails, it warns once and every call falls ba
 import hashlib
 import os
 import platform
+import threading
 import traceback
 import warnings
+import weakref
 
 import torch
 
 from . import custom_ops
 
-RMS_EPS = 1e-5                  # rtm.py's rms_norm
 _SOURCES = os.path.dirname(os.path.abspath(__file__))
-_LINEARS = ('token_mix.gate_up', 'token_mix.down', 'channel_mix.gate_up', 'channel_mix.down')
 
 #----------------------------------------------------------------------------
 # Building: once per process and device kind, as upstream's bias_act._init().
 
 _plugins = dict()               # 'cpu' / 'cuda' -> module, or None after a failed build
+_build_lock = threading.Lock()
 
 def _cpu_tag():
     """-march=native binaries are per CPU kind: name the CPU build after the CPU's feature flags."""
@@ -45,7 +53,14 @@ def _cpu_tag():
     return hashlib.sha1((platform.machine() + flags).encode()).hexdigest()[:8]
 
 def _init(kind):
-    """The plugin for 'cpu' or 'cuda', built on first use; None (after one warning) if the build fails."""
+    """The plugin for 'cpu' or 'cuda', built on first use; None (after one warning) if the build fails.
+
+    CUDA architectures: TORCH_CUDA_ARCH_LIST when set; else torch's default, the visible GPUs' architectures
+    with PTX for the newest (so that a newer GPU can JIT the kernel)."""
+    with _build_lock:
+        return _init_locked(kind)
+
+def _init_locked(kind):
     if kind not in _plugins:
         _plugins[kind] = None
         cflags = ['-O3', '-fno-math-errno', '-Wno-psabi'] + (['-march=native'] if platform.machine() in ('x86_64', 'AMD64') else [])
@@ -85,7 +100,7 @@ _warned_configs = set()
 def fits_shared_memory(plugin, dims, batch, smem_limit, num_sms):
     """True if a CUDA tile of this block fits in smem_limit bytes; otherwise warns once and returns False."""
     S, D, Ht, Hc = dims
-    nb, _, _, need = plugin.plan_cuda(batch, S, D, Ht, Hc, smem_limit, num_sms)
+    nb, _, _, need, _, _, _ = plugin.plan_cuda(batch, S, D, Ht, Hc, smem_limit, num_sms)
     if nb > 0:
         return True
     if dims not in _warned_configs:
@@ -115,6 +130,8 @@ def mixer_op(block, *like, required=False):
     for t in like[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     reason = _unsupported(device, dtype)
+    if reason is None and getattr(block, 'fusable', False) is not True:
+        reason = f'{type(block).__name__} does not offer the fused contract (fusable, fused_weights(), eps)'
     plugin = None
     if reason is None:
         plugin = plugin_for(device)
@@ -132,16 +149,43 @@ def mixer_op(block, *like, required=False):
 
 #----------------------------------------------------------------------------
 
+_packed = weakref.WeakKeyDictionary()  # block -> (key, effective weights, packed weights)
+_packed_lock = threading.Lock()
+
+def packed_weights(plugin, block, device, dtype):
+    """(effective weights, packed weights) of `block` for `device` and `dtype`: cached per block, and rebuilt
+    when any of its parameters changes, in place (`_version`) or by a new storage (`data_ptr`)."""
+    key = (plugin, device, dtype, tuple((p.data_ptr(), p._version) for p in block.parameters()))
+    with _packed_lock:
+        hit = _packed.get(block)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    with torch.no_grad():
+        weights = [w.to(device, dtype).contiguous() for w in block.fused_weights()]
+        S, D = weights[0].shape[1], weights[2].shape[1]
+        packed = plugin.pack(weights[0].new_empty(0, S, D), *weights)
+    with _packed_lock:
+        _packed[block] = (key, weights, packed)
+    return weights, packed
+
+def forget_packed(block):
+    """Drops `block`'s cached packed weights. Needed only after writing a parameter through `.data` (as
+    torch.autograd.gradcheck does), which bypasses the version counter the cache watches."""
+    with _packed_lock:
+        _packed.pop(block, None)
+
 class FusedMixer:
-    """f(x, inj) of one MixerBlock through the fused op, with its effective weights taken once per forward."""
+    """f(x, inj) of one fusable block through the fused op, with its packed weights from the cache."""
+
+    runs_recursion = True       # rtm.py: recursion() runs the no-grad steps in one call
 
     def __init__(self, plugin, block, device, dtype):
         self.plugin, self.block, self.dtype = plugin, block, dtype
-        linears = [block.get_submodule(name) for name in _LINEARS]
-        self.param_names = [f'{name}.weight' for name in _LINEARS]
-        self.params = [m.weight for m in linears]
-        with torch.no_grad():
-            self.weights = [m.effective_weight().to(device, dtype).contiguous() for m in linears]
+        self.eps = float(block.eps)
+        named = list(block.named_parameters())
+        self.param_names = [name for name, _ in named]
+        self.params = [p for _, p in named]
+        self.weights, self.packed = packed_weights(plugin, block, device, dtype)
         tgu, cgu = self.weights[0], self.weights[2]
         self.dims = (tgu.shape[1], cgu.shape[1], tgu.shape[0] // 2, cgu.shape[0] // 2)     # S, D, Ht, Hc
 
@@ -153,12 +197,12 @@ class FusedMixer:
         x, inj = self._prepare(x), self._prepare(inj)
         if torch.is_grad_enabled() and any(t.requires_grad for t in [x, inj] + self.params):
             return _FusedBlock.apply(x, inj, self, *self.params)
-        return self.plugin.block(x, inj, *self.weights, RMS_EPS)
+        return self.plugin.block_packed(x, inj, self.packed, self.eps)
 
     def recursion(self, z_H, z_L, z0, steps, L):
         """(z_H, z_L) after `steps` outer steps of L+1 block calls, in one op call. No autograd."""
         z_H, z_L, z0 = (self._prepare(t.detach()) for t in (z_H, z_L, z0))
-        return tuple(self.plugin.recursion(z_H, z_L, z0, *self.weights, steps, L, RMS_EPS))
+        return tuple(self.plugin.recursion_packed(z_H, z_L, z0, self.packed, steps, L, self.eps))
 
 class _FusedBlock(torch.autograd.Function):
     """Forward: the fused op. Backward: recompute rtm.py's reference block from the saved inputs and
@@ -168,7 +212,7 @@ class _FusedBlock(torch.autograd.Function):
     def forward(ctx, x, inj, mixer, *params):
         ctx.mixer = mixer
         ctx.save_for_backward(x, inj, *params)
-        return mixer.plugin.block(x, inj, *mixer.weights, RMS_EPS)
+        return mixer.plugin.block_packed(x, inj, mixer.packed, mixer.eps)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

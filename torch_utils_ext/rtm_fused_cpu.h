@@ -14,7 +14,11 @@ struct CpuPolicy {
     static constexpr int J = 16;            // channel mix: gate/up columns per register tile
     static constexpr int JD = 16;           // channel mix: down columns per register tile
     static constexpr bool kVectorCols = true;
+    static constexpr bool kLdgWeights = false;
+    static constexpr int kCluster = 1;
     static void sync() {}
+    static void cluster_sync() {}
+    template <typename T> static T load_peer(const T* p, int) { return *p; }
 
     template <typename T>
     static void row_norm(T* x, int rows, int ld, const Dims& d, T eps, int, int) {

@@ -2,8 +2,10 @@
 
 FEWSHOT is the official configuration: SerChirag/rs-imle (ECCV 2024), hps.py's 'fewshot' set on top of the
 argument defaults in hps.py, with the RS-IMLE switches of the paper's few-shot runs (use_rsimle, eps 0.12,
-force_factor 20, imle_force_resample 30; see ../shared/NOTES.md beside the repository). DEFAULT_RUN is the embedded CPU run
+force_factor 20, imle_force_resample 30; see ../shared/NOTES.md). DEFAULT_RUN is the embedded CPU run
 (Stacked Digits, no --data); each of its departures from FEWSHOT is listed in DEFAULT_RUN_REASONS.
+The paper's setups are presets (rtm_plugin/imle/presets/*.yaml); fewshot-official.yaml states FEWSHOT value by
+value with its sources (tests/test_imle_presets.py keeps the two equal).
 """
 
 from dataclasses import asdict, dataclass, fields, replace
@@ -21,11 +23,14 @@ class IMLEConfig:
     z_dim: int = 1024
     w_dim: int = 1024
     decoder: str = 'fewshot'        # 'fewshot' | 'convnext' | 'stylegan2'
-    dec_blocks: str = None          # few-shot block string; None = the official 256-px string cut at `resolution`
+    dec_blocks: str = None          # block string; None = fewshot: the official 256-px string cut at `resolution`,
+                                    # convnext: App. C's layout for 32 or 256 px
     width: int = 384
     bottleneck: float = 0.25
     resolution: int = 256
+    noise: bool = False             # spatial noise injection at <= 256 px (App. C); the official code has none
     # Optimisation.
+    optimizer: str = 'adamw'        # 'adamw' (official) | 'adam' (the paper, App. F)
     lr: float = 2e-4
     beta1: float = 0.9
     beta2: float = 0.9
@@ -61,6 +66,8 @@ OFFICIAL_SOURCES = {
     'width': (384, "hps.py fewshot.width"),
     'bottleneck': (0.25, 'hps.py --bottleneck_multiple 0.25'),
     'resolution': (256, "hps.py --image_size 256, fewshot.dec_blocks ends at 256"),
+    'noise': (False, 'mapping_network.py NoiseInjection.forward returns its input unchanged (no noise)'),
+    'optimizer': ('adamw', 'helpers/train_helpers.py load_opt: AdamW(weight_decay=wd, lr, betas)'),
     'lr': (2e-4, 'hps.py fewshot.lr'),
     'beta1': (0.9, 'hps.py --adam_beta1'),
     'beta2': (0.9, 'hps.py --adam_beta2'),
@@ -106,6 +113,9 @@ DEFAULT_NUM_IMAGES = 1000           # Stacked Digits training images of the embe
 
 def config_from_dict(d):
     """An IMLEConfig from a checkpoint's dict, ignoring keys this version does not know."""
+    if d.get('decoder') == 'convnext' and 'noise' not in d:
+        raise ValueError('this snapshot uses the ConvNeXt decoder of before App. C (4x4 constant, 2 blocks per '
+                         'resolution): its G and G_ema load and sample, but training cannot resume with it')
     names = {f.name for f in fields(IMLEConfig)}
     return IMLEConfig(**{k: v for k, v in d.items() if k in names})
 

@@ -17,6 +17,11 @@ class RandomProjection:
         self.matrix = F.normalize(torch.randn([in_features, dim], generator=g), p=2, dim=1)
         self.batch = batch
 
+    def to(self, device):
+        """Keep the matrix on `device` (the training GPU); returns self."""
+        self.matrix = self.matrix.to(device)
+        return self
+
     @property
     def dim(self):
         return self.matrix.shape[1]
@@ -26,7 +31,7 @@ class RandomProjection:
             raise ValueError(f'expected images of shape [N, {", ".join(map(str, self.in_shape))}], '
                              f'got {list(images.shape)}')
         out = [F.normalize(x.flatten(1).float() @ self.matrix, p=2, dim=1) for x in images.split(self.batch)]
-        return torch.cat(out) if out else torch.zeros([0, self.dim])
+        return torch.cat(out) if out else torch.zeros([0, self.dim], device=self.matrix.device)
 
 def to_signed(images_u8):
     """uint8 [0, 255] -> float [-1, 1], as the official preprocess."""

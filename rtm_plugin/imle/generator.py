@@ -76,9 +76,25 @@ class IMLEGenerator(torch.nn.Module):
         if plain_mapping:
             plain_linear_(self.mapping)
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._migrate_legacy_convnext()
+
+    def _migrate_legacy_convnext(self):
+        """A generator pickled before the App. C ConvNeXt decoder holds the old blocks; make its init_kwargs
+        rebuild that same layout (rebuild(), DDP replicas, EMA copies), not the App. C one."""
+        from rtm_plugin.imle.decoders import ConvNeXtBlock
+        kw = self.init_kwargs
+        if kw.get('decoder') == 'convnext' and isinstance(self.synthesis.blocks[0], ConvNeXtBlock):
+            dk = dict(kw.get('decoder_kwargs') or {})
+            if 'legacy_depth' not in dk:
+                dk = dict(width=dk.get('width', 256), expansion=dk.get('expansion', 4), legacy_depth=dk.get('depth', 2))
+                kw['decoder_kwargs'] = dk
+
     def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, mapping_kwargs=None, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          **(mapping_kwargs or {}))
+        with torch.autocast(z.device.type, enabled=False):     # the mapper stays fp32 under --amp (precision.py)
+            ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                              **(mapping_kwargs or {}))
         return self.synthesis(ws, **synthesis_kwargs)
 
 def rebuild(G):

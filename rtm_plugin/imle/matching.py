@@ -55,7 +55,7 @@ def _lift(x, query):
     [N, chunk] result: queries become [q, |q|^2, 1] and points [-2p, 1, |p|^2]. Filling one preallocated
     tensor costs less than the elementwise passes it replaces (benchmarks/bench_imle.py)."""
     n, d = x.shape
-    out = torch.empty([n, d + 2], dtype=x.dtype)
+    out = torch.empty([n, d + 2], dtype=x.dtype, device=x.device)
     sq = torch.linalg.vector_norm(x, dim=1).square_()
     torch.mul(x, 1 if query else -2, out=out[:, :d])
     out[:, d], out[:, d + 1] = (sq, 1) if query else (1, sq)
@@ -74,9 +74,9 @@ def match_shard(data, pool, eps, offset=0, max_elements=1 << 24, backend='torch'
     if backend != 'torch':
         raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
     n = len(data)
-    best_d = torch.full([n], math.inf, dtype=data.dtype)
-    best_i = torch.full([n], NO_MATCH, dtype=torch.int64)
-    rejected = torch.zeros([len(pool)], dtype=torch.bool)
+    best_d = torch.full([n], math.inf, dtype=data.dtype, device=data.device)     # on the features' device (GPU)
+    best_i = torch.full([n], NO_MATCH, dtype=torch.int64, device=data.device)
+    rejected = torch.zeros([len(pool)], dtype=torch.bool, device=data.device)
     sq_eps = eps * eps
     chunk = max(1, max_elements // n)
     lifted = _lift(data, query=True)

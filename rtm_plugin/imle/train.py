@@ -3,7 +3,7 @@
 Every `force_resample` epochs: draw a pool of ceil(force_factor * N) latents, render it with the current
 generator, drop pool samples within eps of any data point, give each data point the latent of its nearest
 surviving sample plus 0.001 * N(0, I). Between re-matches: minimise LPIPS + 0.1 MSE between G(latent_i) and
-x_i with AdamW, keeping an EMA of G.
+x_i with AdamW (official) or Adam (the paper), keeping an EMA of G.
 
 Everything random is drawn from generators seeded by (seed, purpose, counter), never from a global stream,
 so a run resumed from any snapshot takes exactly the steps the uninterrupted run takes, and K processes
@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,25 +28,36 @@ from rtm_plugin.imle import distributed as D
 from rtm_plugin.imle.checkpoint import (atomic_write_text, load_snapshot, resolve_resume, rng_state, save_snapshot,
                                         set_rng_state, snapshot_name)
 from rtm_plugin.imle.config import as_dict, config_from_dict
+from rtm_plugin.imle.ema import ema_beta, ema_warning
 from rtm_plugin.imle.features import RandomProjection, to_signed, to_uint8
 from rtm_plugin.imle.generator import IMLEGenerator, NoDiscriminator
 from rtm_plugin.imle.matching import NO_MATCH, match_shard, merge_matches, pool_size
+from rtm_plugin.imle.optim import build_optimizer
 from rtm_plugin.imle.perceptual import ReconstructionLoss, build_perceptual
+from rtm_plugin.imle.precision import autocast, check_amp, grad_scaler
+from rtm_plugin.imle.render import project_images, render_features
 
 # Purposes of the seeded random streams.
 ORDER, POOL, PERTURB, INIT, GRID, PROJECTION, EVAL = range(1, 8)
+NOISE, POOL_NOISE = 8, 9    # per-sample seeds of the decoder's spatial noise (training batches, pools)
 
 def seeded(seed, purpose, counter=0):
     state = np.random.SeedSequence([int(seed), purpose, int(counter)]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+def noise_seeds(seed, purpose, counter, n):
+    """n per-sample noise seeds (see DecoderBase.make_noise) for the stream (seed, purpose, counter)."""
+    return torch.randint(1 << 62, [n], generator=seeded(seed, purpose, counter))
 
 def build_generator(cfg):
     if cfg.map == 'rtm':
         mapping_kwargs = dict(H=cfg.rtm_h, L=cfg.rtm_l, tokens=cfg.rtm_tokens, token_dim=cfg.rtm_dim, block=cfg.rtm_block)
     else:
         mapping_kwargs = dict(num_layers=cfg.mlp_layers)
-    decoder_kwargs = {'fewshot': dict(width=cfg.width, bottleneck=cfg.bottleneck, blocks=cfg.dec_blocks),
-                      'convnext': dict(width=cfg.width)}.get(cfg.decoder, {})
+    decoder_kwargs = {'fewshot': dict(width=cfg.width, bottleneck=cfg.bottleneck, blocks=cfg.dec_blocks, noise=cfg.noise),
+                      'convnext': dict(width=cfg.width, blocks=cfg.dec_blocks, noise=cfg.noise)}.get(cfg.decoder, {})
+    if cfg.noise and cfg.decoder not in ('fewshot', 'convnext'):
+        raise ValueError(f'--noise applies to the fewshot and convnext decoders; {cfg.decoder} has its own noise inputs')
     return IMLEGenerator(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
                          map=cfg.map, mapping_kwargs=mapping_kwargs, decoder=cfg.decoder, decoder_kwargs=decoder_kwargs)
 
@@ -56,17 +68,23 @@ def learning_rate(cfg, step, num_images):
     return cfg.lr * warm * cfg.lr_decay_gamma ** (epochs // cfg.lr_decay_epochs)
 
 @torch.no_grad()
-def generate(G, z, batch=256):
-    """Images (float, raw decoder output) for latents z, in eval mode, without tracking w_avg."""
+def generate(G, z, batch=256, seeds=None):
+    """Images (float, raw decoder output) for latents z, in eval mode, without tracking w_avg. seeds: one noise
+    seed per latent (decoders with noise injection), else their noise comes from the global RNG."""
     was_training = G.training
     G.eval()
     device = next(G.parameters()).device
-    out = torch.cat([G(zz.to(device)).cpu() for zz in z.split(batch)]) if len(z) else torch.zeros(0)
+    kw = lambda i: {} if seeds is None else dict(noise_seeds=seeds[i * batch:(i + 1) * batch])
+    out = torch.cat([G(zz.to(device), **kw(i)).cpu() for i, zz in enumerate(z.split(batch))]) if len(z) else torch.zeros(0)
     G.train(was_training)
     return out
 
 def dataset_fingerprint(images_u8):
-    return hashlib.sha1(np.ascontiguousarray(images_u8).tobytes()).hexdigest()
+    """sha1 of the images' bytes (C order), read a slice at a time: a memory-mapped dataset is never copied whole."""
+    h = hashlib.sha1()
+    for i in range(0, len(images_u8), 256):
+        h.update(np.ascontiguousarray(images_u8[i:i + 256]).tobytes())
+    return h.hexdigest()
 
 @dataclass
 class RunOptions:
@@ -74,7 +92,9 @@ class RunOptions:
     snap_kimg: float = 50.0         # snapshot every this many kimg (and at the end, and on Ctrl-C/SIGTERM)
     grid_kimg: float = 10.0         # sample grid every this many kimg
     tick_kimg: float = 1.0          # a metrics.jsonl line every this many kimg
-    device: str = 'cpu'
+    device: str = 'auto'            # distributed.select_device: CUDA when available (cuda:$LOCAL_RANK), else CPU
+    amp: str = 'off'                # mixed precision for decoder and loss: 'off' | 'bf16' | 'fp16' (precision.py)
+    pool_batch: int = 256           # images per batch when rendering the pool and projecting features
     perceptual: str = 'auto'
     lpips_vgg: str = None
     lpips_lin: str = None
@@ -85,11 +105,14 @@ class RunOptions:
 class Trainer:
     def __init__(self, cfg, images_u8, opts, resume=None, log=print):
         self.cfg, self.opts, self.log = cfg, opts, log
-        self.device = torch.device(opts.device)
+        self.device = D.select_device(opts.device)
+        self.amp = check_amp(opts.amp, self.device)
         self.rank, self.world = D.init_from_env(self.device)
         if cfg.batch % self.world:
             raise ValueError(f'batch {cfg.batch} must be divisible by the number of processes ({self.world})')
-        self.images = torch.as_tensor(np.ascontiguousarray(images_u8))
+        with warnings.catch_warnings():     # a read-only memmap (datacache.py): shared, never written
+            warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
+            self.images = torch.as_tensor(np.ascontiguousarray(images_u8))
         if self.images.ndim != 4 or self.images.shape[1] != 3 or self.images.dtype != torch.uint8:
             raise ValueError(f'expected uint8 images [N, 3, R, R], got {self.images.dtype} {list(self.images.shape)}')
         if self.images.shape[-1] != cfg.resolution:
@@ -101,23 +124,26 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.G = build_generator(cfg).to(self.device).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                     weight_decay=cfg.weight_decay)
+        self.opt = build_optimizer(cfg, self.G.parameters())
+        self.scaler = grad_scaler(self.device, self.amp)
         self.latents = torch.randn([self.num, cfg.z_dim], generator=seeded(cfg.seed, INIT))
         self.step, self.matched_round = 0, -1
         if resume is not None:
             self._restore(resume)
-        self.G_train = (DistributedDataParallel(self.G) if self.world > 1 else self.G)
+        cuda = [self.device] if self.device.type == 'cuda' else None
+        self.G_train = (DistributedDataParallel(self.G, device_ids=cuda) if self.world > 1 else self.G)
 
         perceptual, self.loss_name = build_perceptual(opts.perceptual, opts.lpips_vgg, opts.lpips_lin,
                                                       log=self.log if self.rank == 0 else (lambda m: None))
         self.loss_fn = ReconstructionLoss(perceptual, cfg.lpips_coef, cfg.l2_coef).to(self.device)
         self.projection = RandomProjection(self.images.shape[1:], cfg.proj_dim, seed=int(
-            torch.randint(2**31, [1], generator=seeded(cfg.seed, PROJECTION))))
+            torch.randint(2**31, [1], generator=seeded(cfg.seed, PROJECTION)))).to(self.device)
         own = self.images[D.shard(self.num, self.rank, self.world)]
-        self.data_features = D.all_gather_cat(self.projection(to_signed(own)).to(self.device))
+        self.data_features = D.all_gather_cat(project_images(own, self.projection, self.device, opts.pool_batch))
         self.pool = pool_size(self.num, cfg.force_factor, cfg.pool_multiple)
         self.total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
+        if self.rank == 0 and (warning := ema_warning(cfg, self.total_steps)):
+            log(warning)
         self._order_cache = {}
 
     # ------------------------------------------------------------------ schedule and order
@@ -142,12 +168,17 @@ class Trainer:
         cfg = self.cfg
         z_pool = torch.randn([self.pool, cfg.z_dim], generator=seeded(cfg.seed, POOL, round_index))
         own = D.shard(self.pool, self.rank, self.world)
-        feats = self.projection(generate(self.G, z_pool[own])).to(self.device)
+        seeds = noise_seeds(cfg.seed, POOL_NOISE, round_index, self.pool)[own] if cfg.noise else None
+        feats = render_features(self.G, z_pool[own], self.projection, self.device, self.opts.pool_batch, self.amp,
+                                seeds=seeds)
+        D.synchronize(self.device)
+        t_render = time.time()
         m = match_shard(self.data_features, feats, cfg.eps, offset=own.start,
                         max_elements=cfg.knn_max_elements, backend=cfg.knn_backend)
         index, sq_dist = merge_matches(D.all_gather_stack(m.sq_dist), D.all_gather_stack(m.index))
         index, sq_dist = index.cpu(), sq_dist.cpu()
         rejected = int(D.all_reduce_sum(m.num_rejected, self.device))
+        t_match = time.time()
         noise = torch.randn([self.num, cfg.z_dim], generator=seeded(cfg.seed, PERTURB, round_index))
         ok = index != NO_MATCH
         self.latents[ok] = z_pool[index[ok]] + cfg.perturb * noise[ok]
@@ -156,22 +187,29 @@ class Trainer:
         return dict(kind='match', step=self.step, round=round_index, pool=self.pool, rejected=rejected,
                     rejected_frac=rejected / self.pool, unmatched=int((~ok).sum()),
                     distinct_samples=int(index[ok].unique().numel()),
-                    mean_dist=float(dist.mean()) if len(dist) else None, seconds=time.time() - t0)
+                    mean_dist=float(dist.mean()) if len(dist) else None, seconds=time.time() - t0,
+                    # throughput: this rank rendered its shard while the others rendered theirs
+                    render_seconds=t_render - t0, pool_img_per_s=self.pool / max(t_render - t0, 1e-9),
+                    match_seconds=t_match - t_render)
 
     # ------------------------------------------------------------------ one optimisation step
     def train_step(self):
         cfg = self.cfg
         idx = self.batch_indices(self.step).tensor_split(self.world)[self.rank]
-        x = to_signed(self.images[idx]).to(self.device)
+        x = to_signed(self.images[idx].to(self.device, non_blocking=True))    # uint8 crosses, not float
         z = self.latents[idx].to(self.device)
         lr = learning_rate(cfg, self.step, self.num)
         for group in self.opt.param_groups:
             group['lr'] = lr
-        loss = self.loss_fn(self.G_train(z), x).mean()
+        kw = dict(noise_seeds=noise_seeds(cfg.seed, NOISE, self.step, cfg.batch).tensor_split(self.world)[self.rank]
+                  ) if cfg.noise else {}
+        with autocast(self.device, self.amp):       # decoder and loss; the mapper stays fp32 (generator.py)
+            loss = self.loss_fn(self.G_train(z, **kw), x).mean()
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        beta = min(cfg.ema, (1 + self.step) / (10 + self.step)) if cfg.ema_rampup else cfg.ema
+        self.scaler.scale(loss).backward()          # the scaler is a pass-through unless --amp fp16
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        beta = ema_beta(cfg, self.step)
         with torch.no_grad():
             for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
                 p_ema.lerp_(p, 1 - beta)
@@ -187,7 +225,8 @@ class Trainer:
                     training_set_kwargs=self.opts.training_set_kwargs,
                     rs_imle=dict(config=as_dict(self.cfg), step=self.step, kimg=self.step * self.cfg.batch / 1000,
                                  matched_round=self.matched_round, latents=self.latents.clone(),
-                                 optimizer=self.opt.state_dict(), rng=rng_state(), world_size=self.world,
+                                 optimizer=self.opt.state_dict(), scaler=self.scaler.state_dict(),
+                                 rng=rng_state(), world_size=self.world,
                                  dataset_fingerprint=self.fingerprint, num_images=self.num, loss=self.loss_name))
 
     def save(self):
@@ -212,6 +251,8 @@ class Trainer:
         self.G.load_state_dict(data['G'].state_dict())
         self.G_ema.load_state_dict(data['G_ema'].state_dict())
         self.opt.load_state_dict(state['optimizer'])
+        if state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
         self.latents = state['latents'].clone()
         self.step, self.matched_round = state['step'], state['matched_round']
         set_rng_state(state['rng'])
@@ -238,7 +279,7 @@ class Trainer:
         n = self.opts.grid_size
         z = torch.randn([n * n, self.cfg.z_dim], generator=seeded(self.cfg.seed, GRID))
         save_grid(os.path.join(self.opts.outdir, name or f'fakes{self.step:06d}.png'),
-                  to_uint8(generate(self.G_ema, z)), n)
+                  to_uint8(generate(self.G_ema, z, seeds=torch.arange(n * n) if self.cfg.noise else None)), n)
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum, frame):
@@ -260,24 +301,31 @@ class Trainer:
         from tqdm import tqdm
         bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps), unit='step',
                    disable=not opts.progress or self.rank != 0, dynamic_ncols=True)
-        status, losses, t_tick = 'done', [], time.time()
+        status, losses, t_tick, t_matching = 'done', [], time.time(), 0.0
         try:
             while self.step < self.total_steps:
                 round_index = self.match_round(self.step)
                 if round_index > self.matched_round:
                     record = self.rematch(round_index)
+                    t_matching += record['seconds']
                     self.write_metrics(record)
+                    if self.rank == 0:
+                        self.log(f'match round {round_index}: pool of {record["pool"]} rendered in '
+                                 f'{record["render_seconds"]:.1f} s ({record["pool_img_per_s"]:.0f} img/s), '
+                                 f'matched in {record["match_seconds"]:.1f} s, {record["rejected_frac"]:.1%} rejected')
                     bar.set_postfix_str(f'matched round {round_index}: {record["rejected_frac"]:.1%} rejected')
                 loss, lr = self.train_step()
                 losses.append(loss)
                 bar.update(1)
                 if self.step % tick_every == 0 or self.step == self.total_steps:
                     now = time.time()
+                    train_seconds = max(now - t_tick - t_matching, 1e-9)    # re-matches are timed on their own
                     self.write_metrics(dict(kind='train', step=self.step, kimg=self.step * cfg.batch / 1000,
                                             loss=float(np.mean(losses)), lr=lr,
-                                            sec_per_step=(now - t_tick) / len(losses)))
-                    bar.set_postfix(loss=f'{np.mean(losses):.4f}')
-                    losses, t_tick = [], now
+                                            sec_per_step=(now - t_tick) / len(losses),
+                                            train_img_per_s=len(losses) * cfg.batch / train_seconds))
+                    bar.set_postfix(loss=f'{np.mean(losses):.4f}', img_s=f'{len(losses) * cfg.batch / train_seconds:.1f}')
+                    losses, t_tick, t_matching = [], now, 0.0
                 if self.step % grid_every == 0:
                     self.save_grid()
                 if self.step % snap_every == 0:

@@ -6,11 +6,10 @@ The patched src/models/model.py puts it in place of G's mapper when the YAML say
 rtm_plugin freely. It imports `models.stylegan2`, so it is imported from inside StudioGAN's src/ only.
 """
 
-import torch
 from models import stylegan2
 
 from rtm_plugin.mapping import MappingNetworkBase
-from rtm_plugin.rtm import RecursiveTokenMapper
+from rtm_plugin.rtm import RecursiveTokenMapper, update_w_avg
 
 class RTMMappingNetwork(stylegan2.MappingNetwork):
     """Upstream's embed and w_avg (built with num_layers=0), with the Recursive Token Mapper as the trunk.
@@ -45,7 +44,6 @@ class RTMMappingNetwork(stylegan2.MappingNetwork):
         """Upstream's contract, plus H/L to override the trunk's steps for this call (None = as built)."""
         w = self.trunk(self.features(z, c), H=H, L=L)
         if update_emas and self.w_avg_beta is not None and hasattr(self, 'w_avg'):
-            with torch.no_grad():
-                self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            update_w_avg(self.w_avg, w, self.w_avg_beta)        # skips non-finite rows; any dtype
         return self.broadcast_and_truncate(w, truncation_psi, truncation_cutoff)
 

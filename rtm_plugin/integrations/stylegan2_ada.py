@@ -62,15 +62,18 @@ class RTMMappingNetwork(networks.MappingNetwork):
         halting = {} if halt_tol is None else dict(halt_tol=halt_tol, H_min=H_min)
         w = self.trunk(self.trunk_input(z, c), H=H, L=L, **halting)
         if self.w_avg_beta is not None and self.training and not skip_w_avg_update:
-            self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            # rtm.update_w_avg (non-finite rows skipped, any dtype), reached through the trunk: a pickle loaded
+            # without rtm_plugin has it there, from the rtm.py source the trunk pickles with.
+            self.trunk.update_w_avg(self.w_avg, w, self.w_avg_beta)
         if self.num_ws is not None:
             w = w.unsqueeze(1).repeat([1, self.num_ws, 1])      # a copy: the loss writes into it
         if truncation_psi != 1:
             assert self.w_avg_beta is not None, 'truncation needs w_avg (w_avg_beta is None)'
+            w_avg = self.w_avg.to(w.dtype)                      # a .half() mapper keeps a half w_avg
             if self.num_ws is None or truncation_cutoff is None:
-                w = self.w_avg.lerp(w, truncation_psi)
+                w = w_avg.lerp(w, truncation_psi)
             else:
-                w[:, :truncation_cutoff] = self.w_avg.lerp(w[:, :truncation_cutoff], truncation_psi)
+                w[:, :truncation_cutoff] = w_avg.lerp(w[:, :truncation_cutoff], truncation_psi)
         return w.contiguous()
 
 #----------------------------------------------------------------------------

@@ -1,36 +1,102 @@
-"""rtm-eval: every metric between two image sets on disk, printed and optionally written as JSON."""
+"""rtm-eval: stylegan2-ada's metrics (fid50k_full, kid50k_full, pr50k3_full, is50k, ...) between image sets on disk."""
 
-import json
+import contextlib
+import sys
+import warnings
 
 import click
 
 from rtm_plugin import __version__
-from rtm_plugin.cache import atomic_write
+
+def _split_metrics(value):
+    names = [m.strip() for m in value.split(',') if m.strip()]
+    if not names:
+        raise click.UsageError('--metrics: give at least one metric name')
+    return names
+
+def _detector_files(values, names):
+    """--detector values -> (digits?, {kind: path or URL}) for the metrics `names`."""
+    from rtm_plugin.metrics.detectors import detector_kind
+    from rtm_plugin.metrics.metric_main import parse_metric
+    digits, files = False, {}
+    kinds = {parse_metric(n).detector for n in names} - {'digits'}
+    for value in values:
+        if value == 'digits':
+            digits = True
+            continue
+        if value in ('inception', 'vgg16'):
+            continue            # the metrics' own detectors anyway
+        kind = detector_kind(value)
+        if kind == 'generic':
+            if len(kinds) != 1:
+                raise click.UsageError(f'--detector {value}: cannot tell whether it is the Inception or the VGG16 file '
+                                       'those metrics need; name it inception-2015-12-05.pt or vgg16.pt')
+            kind = next(iter(kinds))
+        files[kind] = value
+    return digits, files
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
 @click.version_option(__version__)
-@click.option('--real', 'real_path', required=True, type=click.Path(exists=True), help='Real images: folder, zip or .npy')
-@click.option('--fake', 'fake_path', required=True, type=click.Path(exists=True), help='Generated images: folder, zip or .npy')
-@click.option('--detector', default='digits', help='digits, inception, vgg16, or a TorchScript file path / URL')
-@click.option('--max-images', type=click.IntRange(min=1), help='Use at most this many images of each set')
+@click.option('--real', 'real_path', required=True, type=click.Path(exists=True),
+              help='Real images: folder, zip or .npy; or reference statistics .npz (mu, sigma)')
+@click.option('--fake', 'fake_path', required=True, type=click.Path(exists=True),
+              help='Generated images: folder, zip or .npy')
+@click.option('--metrics', 'metrics', default='fid50k_full',
+              help='Comma-separated metric names: fid50k_full, kid50k_full, pr50k3_full, is50k, dc50k5_full, '
+                   'modes10k, any count (fid10k_full, pr1k3), _digits for the digit classifier')
+@click.option('--detector', 'detectors', multiple=True,
+              help="'digits' (every metric in the digit classifier's space, named *_digits), or the local path / URL "
+                   'of inception-2015-12-05.pt or vgg16.pt (repeatable) [the metrics\' own, downloaded once]')
+@click.option('--resize', is_flag=True, help="Resize the reals to the generated images' resolution (Lanczos) "
+                                             'instead of refusing a mismatch')
 @click.option('--batch', type=click.IntRange(min=1), default=256, help='Detector batch size')
 @click.option('--device', default='cpu', help='Torch device for the detector')
-@click.option('--out', type=click.Path(dir_okay=False), help='Also write the metrics to this JSON file')
-def main(real_path, fake_path, detector, max_images, batch, device, out):
-    """FID, precision/recall (k=3), density/coverage (k=5), IS where the detector has classes, and the modes
-    covered and KL when the detector is the offline digit classifier (Stacked Digits)."""
+@click.option('--cache-dir', type=click.Path(file_okay=False), help='Cache root for detectors and reference '
+                                                                    'statistics [$RTM_CACHE_DIR or ~/.cache/rtm_plugin]')
+@click.option('--out', type=click.Path(dir_okay=False), help='Also write the result lines (JSONL) to this file')
+@click.option('--no-progress', is_flag=True, help='No progress bars')
+def main(real_path, fake_path, metrics, detectors, resize, batch, device, cache_dir, out, no_progress):
+    """Evaluate generated images against reals with stylegan2-ada's metric names and protocols. Each metric prints
+    one JSON line as stylegan2-ada's calc_metrics.py does; warnings (too few samples) go to stderr.
+
+    \b
+    rtm-eval --real data.zip --fake samples/ --metrics fid50k_full,pr50k3_full
+    rtm-eval --real stats.npz --fake samples/ --metrics fid10k_full
+    rtm-eval --real digits.npy --fake samples/ --metrics fid10k_full,modes10k --detector digits
+    """
+    import torch
+    from rtm_plugin.cache import atomic_write
     from rtm_plugin.metrics.detectors import DetectorDownloadError
-    from rtm_plugin.metrics.evaluate import evaluate_images
-    from rtm_plugin.metrics.image_files import read_images
+    from rtm_plugin.metrics.metric_main import calc_metric, parse_metric, report_metric, with_detector
     try:
-        real = read_images(real_path, max_images)
-        fake = read_images(fake_path, max_images)
-        results = evaluate_images(real, fake, detector=detector, device=device, batch_size=batch)
-    except (ValueError, TypeError, FileNotFoundError, DetectorDownloadError) as e:
-        raise click.ClickException(str(e))
-    results = {'real': real_path, 'fake': fake_path, 'detector': detector, 'num_real': len(real),
-               'num_fake': len(fake), **results}
-    text = json.dumps(results, indent=2)
-    click.echo(text)
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise click.UsageError(f'--device {device}: {e}')
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise click.UsageError(f'--device {device}: no CUDA device is available here; use --device cpu')
+    names = _split_metrics(metrics)
+    try:
+        digits, files = _detector_files(detectors, names)
+        if digits:
+            names = [with_detector(n, 'digits') for n in names]
+        specs = [parse_metric(n) for n in names]
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    lines = []
+    for spec in specs:
+        # stdout carries the result lines only: download notices go to stderr
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter('always')
+            try:
+                result = calc_metric(spec.name, fakes=fake_path, real=real_path, device=device,
+                                     batch_size=batch, cache_dir=cache_dir, progress=not no_progress,
+                                     detector=files.get(spec.detector), resize=resize)
+            except (ValueError, TypeError, FileNotFoundError, DetectorDownloadError) as e:
+                raise click.UsageError(str(e))
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                click.echo(f'warning: {w.message}', err=True)
+        lines.append(report_metric(result, echo=False))
+        click.echo(lines[-1])
     if out:
-        atomic_write(out, lambda f: f.write(text.encode() + b'\n'))
+        atomic_write(out, lambda f: f.write(''.join(line + '\n' for line in lines).encode()))

@@ -92,10 +92,11 @@ class TorchScriptDetector:
     1008-way softmax without output bias, upstream's is50k input); other kinds have features only.
     """
 
-    def __init__(self, module, kind, device='cpu', source=None):
+    def __init__(self, module, kind, device='cpu', source=None, cache_id=None):
         self.module, self.kind, self.device, self.source = module, kind, torch.device(device), source
         self.name = kind
         self.has_probs = kind == 'inception'
+        self.cache_id = cache_id    # names the weights in cached reference statistics (kind + file hash)
 
     def _run(self, images, batch_size, **kwargs):
         images = as_uint8_images(images)
@@ -144,5 +145,13 @@ def load_detector(name_or_path, device='cpu', kind=None, cache_dir=None):
     path = fetch_file(url, cache_dir=cache_dir)
     key = (str(path.resolve()), os.path.getmtime(path), kind, str(torch.device(device)))
     if key not in _loaded:
-        _loaded[key] = TorchScriptDetector(load_torchscript(path, device), kind, device, source=url)
+        _loaded[key] = TorchScriptDetector(load_torchscript(path, device), kind, device, source=url,
+                                           cache_id=f'{kind}-{file_md5(path)}')
     return _loaded[key]
+
+def file_md5(path):
+    h = hashlib.md5()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()

@@ -80,6 +80,7 @@ class DigitClassifier:
         self.net = net.eval().requires_grad_(False).to(self.device)
         self.held_out_accuracy = held_out_accuracy
         self.num_features = 3 * net.head.in_features
+        self.cache_id = 'digits-' + hashlib.md5(_cache_key().encode()).hexdigest()   # recipe + split
 
     def _read(self, images, batch_size):
         """Per channel, penultimate features and logits side by side: [N, 3, feature_dim + 10]."""

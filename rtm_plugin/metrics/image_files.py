@@ -1,55 +1,160 @@
-"""Image sets from disk for rtm-eval: a folder (searched recursively), a zip (e.g. dataset_tool.py's), or a .npy array.
+"""Image sets for the metrics, read lazily in batches: a folder (searched recursively), a zip (dataset_tool.py's
+among others), a .npy of uint8 [N, C, H, W], or an array already in memory.
 
-Every image is decoded with Pillow and converted to RGB (grayscale is repeated, alpha is dropped), so real and fake
-sets always have matching channels. All images of a set must share one size; evaluation never resizes silently.
+Files are decoded one by one by rtm_plugin.image_reader.decode_image (the trainer's reader) in sorted order, so
+a set of any size streams through a detector in bounded memory. All images of a set must share one size;
+evaluation never resizes unless asked (`resolution=`, rtm-eval's --resize).
+
+Every set has a fingerprint(), the key of the cached reference statistics: a hash of the pixels for arrays and
+.npy files, of the members' names, CRC-32s and sizes for a zip, and of the files' relative names, sizes and
+modification times for a folder (reading every file's bytes only to hash them would cost as much as decoding).
 """
 
 import contextlib
+import hashlib
 import os
 import zipfile
 
 import numpy as np
+import torch
 from PIL import Image
 
-IMAGE_EXTENSIONS = {'.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm'}
+from rtm_plugin.image_reader import IMAGE_EXTENSIONS, decode_image, is_image
 
-def _is_image(name):
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+def _resize(x, resolution):
+    """uint8 [C, H, W] -> [C, resolution, resolution], Lanczos (as the trainer resizes), channels kept."""
+    if x.shape[1:] == (resolution, resolution):
+        return x
+    mode = 'L' if x.shape[0] == 1 else 'RGB'
+    img = Image.fromarray(x[0] if mode == 'L' else x.transpose(1, 2, 0), mode)
+    y = np.asarray(img.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8)
+    return y[None] if mode == 'L' else y.transpose(2, 0, 1)
 
-def _decode(open_fn, name):
-    try:
-        with open_fn() as f, Image.open(f) as img:
-            return np.asarray(img.convert('RGB'))
-    except Exception as e:
-        raise ValueError(f'cannot read image {name}: {type(e).__name__}: {e}') from e
+class ImageSet:
+    """The interface: len(), shape (C, H, W), fingerprint(), batches(batch_size) -> uint8 numpy [B, C, H, W]."""
 
-def _listing(source, stack):
-    """[(display name, opener)] of the images in a folder or zip, in sorted order."""
-    if os.path.isdir(source):
-        paths = sorted(os.path.join(root, f) for root, _, files in os.walk(source) for f in files if _is_image(f))
-        return [(p, lambda p=p: open(p, 'rb')) for p in paths]
-    if zipfile.is_zipfile(source):
-        archive = stack.enter_context(zipfile.ZipFile(source))
-        names = sorted(n for n in archive.namelist() if _is_image(n))
-        return [(f'{source}:{n}', lambda n=n: archive.open(n)) for n in names]
-    raise ValueError(f'{source} is neither a folder, a zip nor a .npy file')
+    name = 'images'
+    resolution = None
 
-def read_images(source, max_images=None):
-    """uint8 [N, 3, H, W] (or, for a .npy, the stored [N, C, H, W] uint8 array) from a folder, zip or .npy."""
+    def __len__(self):
+        return self.count
+
+    def fingerprint(self):
+        if getattr(self, '_fingerprint', None) is None:
+            self._fingerprint = self._hash()
+        return self._fingerprint
+
+    def _finish(self, x):
+        return _resize(x, self.resolution) if self.resolution else x
+
+class ArrayImages(ImageSet):
+    """Images already in memory (numpy or torch, uint8 [N, C, H, W]); a .npy file is read through a memory map."""
+
+    def __init__(self, array, name='images', max_images=None, resolution=None):
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu().numpy()
+        array = np.asarray(array) if not isinstance(array, np.ndarray) else array
+        if array.ndim != 4 or array.shape[1] not in (1, 3):
+            raise ValueError(f'{name}: expected uint8 images [N, C, H, W] with C = 1 or 3, got shape {list(array.shape)}')
+        if array.dtype != np.uint8:
+            raise ValueError(f'{name}: expected uint8 images, got {array.dtype}; convert generator output in [-1, 1] '
+                             'with (x * 127.5 + 128).clip(0, 255).astype(uint8)')
+        self.array, self.name, self.resolution = array[:max_images], name, resolution
+        self.count = len(self.array)
+        if self.count == 0:
+            raise ValueError(f'{name}: no images')
+        self.shape = (array.shape[1], resolution, resolution) if resolution else tuple(array.shape[1:])
+
+    def _hash(self):
+        h = hashlib.sha1(repr((self.array.shape, str(self.array.dtype))).encode())
+        for i in range(0, self.count, 1024):
+            h.update(np.ascontiguousarray(self.array[i:i + 1024]).tobytes())
+        return h.hexdigest()
+
+    def batches(self, batch_size):
+        for i in range(0, self.count, batch_size):
+            x = np.asarray(self.array[i:i + batch_size])
+            yield np.stack([self._finish(y) for y in x]) if self.resolution else x
+
+class FileImages(ImageSet):
+    """The image files of a folder or zip, decoded lazily."""
+
+    def __init__(self, source, max_images=None, resolution=None):
+        self.name, self.resolution = source, resolution
+        if os.path.isdir(source):
+            rel = sorted(os.path.relpath(os.path.join(root, f), source)
+                         for root, _, files in os.walk(source) for f in files if is_image(f))[:max_images]
+            self._members = [(os.path.join(source, r), r) for r in rel]
+            self._zip = None
+        elif zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as z:
+                infos = sorted((i for i in z.infolist() if not i.is_dir() and is_image(i.filename)),
+                               key=lambda i: i.filename)[:max_images]
+            self._members = [(f'{source}:{i.filename}', i) for i in infos]
+            self._zip = source
+        else:
+            raise ValueError(f'{source} is neither a folder, a zip, a .npy nor a .npz statistics file')
+        self.count = len(self._members)
+        if self.count == 0:
+            raise ValueError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {source}')
+        self.shape = self._read(*self._members[0], archive=None).shape
+
+    def _read(self, display, member, archive):
+        try:
+            if self._zip is None:
+                with open(display, 'rb') as f:
+                    data = f.read()
+            elif archive is None:
+                with zipfile.ZipFile(self._zip) as z:
+                    data = z.read(member)
+            else:
+                data = archive.read(member)
+        except (OSError, zipfile.BadZipFile, EOFError) as e:      # a bad CRC is a BadZipFile
+            raise ValueError(f'{display}: cannot read the file ({type(e).__name__}: {e})') from None
+        return self._finish(decode_image(data, display))
+
+    def _hash(self):
+        h = hashlib.sha1(b'zip' if self._zip else b'folder')
+        for display, member in self._members:
+            if self._zip:
+                h.update(repr((member.filename, member.CRC, member.file_size)).encode())
+            else:
+                st = os.stat(display)
+                h.update(repr((member, st.st_size, st.st_mtime_ns)).encode())
+        return h.hexdigest()
+
+    def batches(self, batch_size):
+        with contextlib.ExitStack() as stack:
+            archive = stack.enter_context(zipfile.ZipFile(self._zip)) if self._zip else None
+            first = self._members[0][0]
+            batch = []
+            for display, member in self._members:
+                x = self._read(display, member, archive)
+                if x.shape != self.shape:
+                    raise ValueError(f'{display} is {x.shape[2]}x{x.shape[1]} but {first} is {self.shape[2]}x'
+                                     f'{self.shape[1]}; all images of a set must share one size')
+                batch.append(x)
+                if len(batch) == batch_size:
+                    yield np.stack(batch)
+                    batch = []
+            if batch:
+                yield np.stack(batch)
+
+def open_images(source, max_images=None, resolution=None, name=None):
+    """An ImageSet for a path (folder, zip, .npy) or an array; `resolution` resizes every image to it (Lanczos)."""
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return ArrayImages(source, name or 'images', max_images, resolution)
     source = os.fspath(source)
     if not os.path.exists(source):
         raise FileNotFoundError(f'no such folder or file: {source}')
     if source.endswith('.npy'):
+        return ArrayImages(np.load(source, mmap_mode='r'), source, max_images, resolution)
+    return FileImages(source, max_images, resolution)
+
+def read_images(source, max_images=None):
+    """uint8 [N, 3, H, W] (or, for a .npy, the stored [N, C, H, W] uint8 array) from a folder, zip or .npy."""
+    source = os.fspath(source)
+    if source.endswith('.npy') and os.path.exists(source):
         return np.load(source, mmap_mode='r')[:max_images]
-    images = []
-    with contextlib.ExitStack() as stack:
-        listing = _listing(source, stack)[:max_images]
-        if not listing:
-            raise ValueError(f'no images ({", ".join(sorted(IMAGE_EXTENSIONS))}) found in {source}')
-        for name, open_fn in listing:
-            img = _decode(open_fn, name)
-            if images and img.shape != images[0].shape:
-                raise ValueError(f'{name} is {img.shape[1]}x{img.shape[0]} but {listing[0][0]} is {images[0].shape[1]}'
-                                 f'x{images[0].shape[0]}; all images of a set must share one size')
-            images.append(img)
-    return np.stack(images).transpose(0, 3, 1, 2)
+    images = open_images(source, max_images)
+    return np.concatenate(list(images.batches(256)))

@@ -1,11 +1,15 @@
-"""rtm-patch apply|check|revert <checkout> [--target NAME]: our anchored edits in an upstream checkout."""
+"""rtm-patch apply|check|revert <checkout> [--target NAME]: our anchored edits in an upstream checkout.
+
+Every error is one line, `Error: <problem>; <what to do>`: exit 2 when the command was pointed at the wrong thing
+(no such folder, not a checkout, unknown target), 1 when the checkout's state makes it refuse.
+"""
 
 import click
 
 from rtm_plugin import __version__
 from rtm_plugin.patching import engine
-from rtm_plugin.patching.engine import PatchError
-from rtm_plugin.patching.spec import Insert
+from rtm_plugin.patching.engine import PatchError, PatchUsageError
+from rtm_plugin.patching.spec import Insert, SpecError
 from rtm_plugin.patching.targets import known_targets, resolve_target
 
 def _target_option(fn):
@@ -14,11 +18,21 @@ def _target_option(fn):
 
 checkout_argument = click.argument('checkout', type=click.Path(file_okay=True, dir_okay=True))
 
+class PatchUsageException(click.ClickException):
+    """A usage error printed as one line (click.UsageError would add the usage text)."""
+    exit_code = 2
+
 def _run(fn, *args):
     try:
         return fn(*args)
-    except PatchError as err:
+    except PatchUsageError as err:
+        raise PatchUsageException(str(err)) from None
+    except (PatchError, SpecError) as err:
         raise click.ClickException(str(err)) from None
+    except OSError as err:      # unreadable file, full disk: what the engine did not foresee, still one line
+        where = f'{err.filename}: ' if err.filename else ''
+        raise click.ClickException(f'{where}{err.strerror or err}; fix that and run again (the engine rolls back '
+                                   f'what it wrote; `rtm-patch check` shows the state)') from None
 
 @click.group(context_settings=dict(help_option_names=['-h', '--help']))
 @click.version_option(__version__)
@@ -63,7 +77,7 @@ def check(checkout, target, verbose):
 @_target_option
 def revert(checkout, target):
     """Restore the original bytes and modes of every changed file."""
-    outcome = _run(engine.revert, checkout, target)
+    outcome = _run(lambda: engine.revert(checkout, None if target is None else resolve_target(checkout, target)))
     click.echo(outcome.message)
 
 @main.command()

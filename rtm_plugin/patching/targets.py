@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Dict, Optional
 
-from rtm_plugin.patching.engine import PatchError, checkout_root
+from rtm_plugin.patching.engine import PatchError, PatchUsageError, checkout_root
 from rtm_plugin.patching.spec import SpecError, Target
 
 SPEC_FILE = 'target.py'
@@ -34,7 +34,7 @@ def known_targets() -> Dict[str, Path]:
 def load_target(name: str) -> Target:
     specs = known_targets()
     if name not in specs:
-        raise PatchError(f'unknown target {name!r}; known targets: {", ".join(specs) or "none"}')
+        raise PatchUsageError(f'unknown target {name!r}; pass one of the known targets: {", ".join(specs) or "none"}')
     module_spec = importlib.util.spec_from_file_location(f'rtm_patch_spec_{name.replace("-", "_")}', specs[name])
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -53,7 +53,8 @@ def resolve_target(root, name: Optional[str] = None) -> Target:
         target = load_target(name)
         missing = missing_files(root, target)
         if missing:
-            raise PatchError(f'{root} is not a {name} checkout: it lacks {", ".join(missing)}')
+            raise PatchUsageError(f'{root} is not a {name} checkout: it lacks {", ".join(missing)}; give the '
+                                  f'checkout\'s top folder, or another --target')
         return target
     targets = [load_target(n) for n in known_targets()]
     fits = [t for t in targets if not missing_files(root, t)]
@@ -61,5 +62,6 @@ def resolve_target(root, name: Optional[str] = None) -> Target:
         return fits[0]
     if not fits:
         needs = '; '.join(f'{t.name} has {", ".join(t.identify)}' for t in targets)
-        raise PatchError(f'{root} does not look like a checkout of any known target ({needs})')
-    raise PatchError(f'{root} looks like several targets ({", ".join(t.name for t in fits)}); pass --target')
+        raise PatchUsageError(f'{root} does not look like a checkout of any known target ({needs}); give the '
+                              f'checkout\'s top folder')
+    raise PatchUsageError(f'{root} looks like several targets ({", ".join(t.name for t in fits)}); pass --target')

@@ -3,7 +3,8 @@
     python sg2ada_driver.py WORKDIR COMMAND [COMMAND ...] [--block-plugin]
 
 Commands: build (options -> G/D, one StyleGAN2Loss step, pickles, resume), load (pickle round trip, identical
-images), steps (--rtm-steps expectations), metric (dc50k5_full plumbing), custom_op (get_plugin after a build).
+images), steps (--rtm-steps expectations), metric (dc50k5_full plumbing), custom_op (get_plugin after a build),
+w_avg (the pickled mapper in training mode: NaN row, empty batch, fp16/bf16).
 --block-plugin makes rtm_plugin and torch_utils_ext unimportable before anything else is imported.
 """
 
@@ -231,12 +232,38 @@ def cmd_metric(work):
     return dict(registered=metric_main.is_valid_metric('dc50k5_full'), density=density, coverage=coverage,
                 prdc_density=float(reference['density']), prdc_coverage=float(reference['coverage']))
 
+def cmd_w_avg(work):
+    """G.mapping of the pickle in training mode: a NaN row, an empty batch, fp16 and bf16 copies (rtm.update_w_avg,
+    which a pickle loaded without rtm_plugin reaches through the trunk)."""
+    mapping = load_pickle(os.path.join(work, 'rtm.pkl'))['G'].mapping.train()
+    z, c = reference_inputs(mapping)
+    w_avg0 = mapping.w_avg.clone()
+    z_bad = z.clone()
+    z_bad[0] = float('nan')
+    mapping(z_bad, c)
+    out = dict(nan_row_kept_finite=bool(torch.isfinite(mapping.w_avg).all()),
+               nan_row_moved=not torch.equal(mapping.w_avg, w_avg0))
+    w_avg1 = mapping.w_avg.clone()
+    mapping(z[:0], c[:0])
+    out['empty_batch_unchanged'] = torch.equal(mapping.w_avg, w_avg1)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = copy.deepcopy(mapping).to(dtype).requires_grad_(True)
+        ws = half(z.to(dtype), c.to(dtype))
+        ws.square().mean().backward()
+        truncated = half.eval()(z.to(dtype), c.to(dtype), truncation_psi=0.5, truncation_cutoff=2)
+        out[str(dtype).split('.')[-1]] = dict(
+            w_avg_dtype_kept=half.w_avg.dtype == dtype, w_avg_finite=bool(torch.isfinite(half.w_avg).all()),
+            grads=all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in half.parameters()),
+            truncated_finite=bool(torch.isfinite(truncated).all()))
+    return out
+
 def cmd_custom_op(work):
     """get_plugin on a tiny C++ op: upstream re-imports the built module by name, which fails with pybind11 3."""
     from torch_utils import custom_ops
     return checkouts.probe_custom_ops(custom_ops, work, 'rtm_sg2ada_probe_op')
 
-COMMANDS = dict(build=cmd_build, load=cmd_load, steps=cmd_steps, metric=cmd_metric, custom_op=cmd_custom_op)
+COMMANDS = dict(build=cmd_build, load=cmd_load, steps=cmd_steps, metric=cmd_metric, custom_op=cmd_custom_op,
+                w_avg=cmd_w_avg)
 
 if __name__ == '__main__':
     work_dir, *names = [a for a in sys.argv[1:] if a != '--block-plugin']

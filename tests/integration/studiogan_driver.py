@@ -5,7 +5,8 @@
 Commands: configs (the RTM YAMLs against their baselines, through Configurations), build (G/D/G_ema, images with
 truncation and style mixing, w_avg, gradients), ddp (two gloo ranks seeded apart, G.mapping in DDP as StudioGAN
 wraps it), checkpoints (StudioGAN's checkpoint format both ways, the mismatch message), custom_op (get_plugin
-after a build), fid (the Frechet distance), imports (what a pristine copy does). Prints one JSON line.
+after a build), fid (the Frechet distance), imports (what a pristine copy does), w_avg (NaN row, empty batch,
+fp16/bf16 mappers). Prints one JSON line.
 """
 
 import json
@@ -240,6 +241,33 @@ def _mismatch(ckpt_dir, cfg_name):
     except RuntimeError as err:
         return f'{type(err).__name__}: {err}'
 
+def cmd_w_avg():
+    """The RTM mapper with update_emas=True: a NaN row, an empty batch, fp16 and bf16 copies (rtm.update_w_avg)."""
+    import copy  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.integrations.studiogan import RTMMappingNetwork  # pylint: disable=import-outside-toplevel
+    torch.manual_seed(0)
+    m = RTMMappingNetwork(z_dim=16, c_dim=4, w_dim=16, num_ws=3, tokens=2, token_dim=8, H=2)
+    z, c = torch.randn(4, 16), torch.nn.functional.one_hot(torch.arange(4), 4).float()
+    m(z, c, update_emas=True)
+    w_avg0 = m.w_avg.clone()
+    z_bad = z.clone()
+    z_bad[1] = float('nan')
+    m(z_bad, c, update_emas=True)
+    out = dict(nan_row_kept_finite=bool(torch.isfinite(m.w_avg).all()), nan_row_moved=not same(m.w_avg, w_avg0))
+    w_avg1 = m.w_avg.clone()
+    m(z[:0], c[:0], update_emas=True)
+    out['empty_batch_unchanged'] = same(m.w_avg, w_avg1)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = copy.deepcopy(m).to(dtype)
+        ws = half(z.to(dtype), c.to(dtype), update_emas=True)
+        ws.square().mean().backward()
+        truncated = half(z.to(dtype), c.to(dtype), truncation_psi=0.5, truncation_cutoff=2)
+        out[str(dtype).split('.')[-1]] = dict(
+            w_avg_dtype_kept=half.w_avg.dtype == dtype, w_avg_finite=bool(torch.isfinite(half.w_avg).all()),
+            grads=all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in half.parameters()),
+            truncated_finite=bool(torch.isfinite(truncated).all()))
+    return out
+
 def cmd_checkpoints():
     from utils import ckpt  # pylint: disable=import-outside-toplevel
     torch.manual_seed(1)
@@ -311,7 +339,7 @@ def cmd_imports():
         return dict(error=f'{type(err).__name__}: {err}')
 
 COMMANDS = dict(configs=cmd_configs, build=cmd_build, ddp=cmd_ddp, checkpoints=cmd_checkpoints,
-                custom_op=cmd_custom_op, fid=cmd_fid, imports=cmd_imports)
+                custom_op=cmd_custom_op, fid=cmd_fid, imports=cmd_imports, w_avg=cmd_w_avg)
 
 if __name__ == '__main__':
     WORK, *NAMES = sys.argv[1:]

@@ -151,6 +151,12 @@ def test_generator_with_rtm_mapper_generates_truncates_and_mixes(work):
     assert out['uncond'] == dict(c_dim=0, has_embed=False, labels_ignored=True)
     assert out['afhq'] == dict(mapper='RTMMappingNetwork', num_ws=16, resolution=512)
 
+def test_w_avg_survives_bad_rows_and_half_precision_mappers_train(work):
+    out = drive(work, work['patched'], 'w_avg')
+    assert out['nan_row_kept_finite'] and out['nan_row_moved'] and out['empty_batch_unchanged'], out
+    for dtype in ('float16', 'bfloat16'):
+        assert all(out[dtype].values()), (dtype, out[dtype])
+
 def test_ddp_ranks_seeded_apart_train_one_mapper(work):
     """Two gloo ranks, seeded seed+rank as StudioGAN does, G.mapping in DDP with broadcast_buffers=False and no
     find_unused_parameters: three steps run, and both ranks end with the same tensors and outputs."""

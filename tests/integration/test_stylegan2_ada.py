@@ -222,6 +222,13 @@ def test_pickle_loads_without_rtm_plugin(work, built, checkout):
     assert load['plugin_imported'] == []
     assert load['mapping_class'] == 'RTMMappingNetwork'
 
+@pytest.mark.parametrize('checkout', ['patched', 'pristine'])
+def test_pickled_mapper_w_avg_survives_bad_rows_and_trains_in_half(work, built, checkout):
+    out = drive(work, work[checkout], 'w_avg', block_plugin=checkout == 'pristine')['w_avg']
+    assert out['nan_row_kept_finite'] and out['nan_row_moved'] and out['empty_batch_unchanged'], out
+    for dtype in ('float16', 'bfloat16'):
+        assert all(out[dtype].values()), (dtype, out[dtype])
+
 def test_generate_with_rtm_steps(work, built):
     expected_file = work['base'] / 'steps2_seeds01.npy'
     if not expected_file.exists():
