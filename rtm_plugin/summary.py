@@ -5,13 +5,15 @@ import time
 import click
 import torch
 
+from rtm_plugin import __version__
 from rtm_plugin.mapping import build_mapping
 from rtm_plugin.memory import saved_tensors
 
 def count_parameters(module):
     return sum(p.numel() for p in module.parameters())
 
-@click.command()
+@click.command(context_settings=dict(help_option_names=['-h', '--help']))
+@click.version_option(__version__)
 @click.option('--map', 'map_name', type=click.Choice(['rtm', 'mlp']), default='rtm', show_default=True)
 @click.option('--z-dim', type=click.IntRange(min=0), default=512, show_default=True)
 @click.option('--c-dim', type=click.IntRange(min=0), default=0, show_default=True)

@@ -2,9 +2,11 @@
 
 import click
 
+from rtm_plugin import __version__
 from rtm_plugin.analysis import halt, hsweep, latency, neighbours, progression, sample, slerp, stability
 
 @click.group(context_settings=dict(help_option_names=['-h', '--help']))
+@click.version_option(__version__)
 def main():
     """Analysis tools for RTM generators (RS-IMLE snapshots, StyleGAN2-ADA pickles with RTM_SG2ADA_DIR set).
 

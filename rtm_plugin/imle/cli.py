@@ -22,6 +22,7 @@ import click
 import numpy as np
 import torch
 
+from rtm_plugin import __version__
 from rtm_plugin.imle.checkpoint import find_resume
 from rtm_plugin.imle.config import DEFAULT_NUM_IMAGES, IMLEConfig, as_dict, config_from_dict
 from rtm_plugin.imle.distributed import init_from_env, select_device
@@ -304,6 +305,7 @@ def evaluate(setup, trainer, path, seconds, rank):
                    f'({"--eval-samples 0" if not setup.eval_samples else "no --detector"}); {setup.run_dir}')
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
+@click.version_option(__version__)
 @click.option('--data', type=click.Path(exists=True), help='Image folder or dataset_tool.py zip [default: embedded Stacked Digits]')
 @click.option('--preset', type=click.Choice(PRESETS), help='Settings of a paper setup (cifar10, celebahq, fewshot) or of the official code (fewshot-official); flags override them')
 @click.option('--dry-run', is_flag=True, help='Print the resolved settings and parameter counts as JSON, then exit')

@@ -25,6 +25,8 @@ import click
 import numpy as np
 from PIL import Image
 
+from rtm_plugin import __version__
+
 CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'       # of the file at CIFAR10_URL
 CIFAR10_MEMBERS = {'train': [f'data_batch_{i}' for i in range(1, 6)], 'test': ['test_batch']}
@@ -135,6 +137,7 @@ def download(url, folder, md5=None):
     return path
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
+@click.version_option(__version__)
 @click.option('--source', required=True, help='cifar-10-python.tar.gz, or a folder of images (with --download: a URL)')
 @click.option('--dest', required=True, type=click.Path(dir_okay=False), help='Output .zip (dataset_tool.py layout)')
 @click.option('--resolution', type=click.IntRange(min=1), help='Resize to this square size (Lanczos) [the first image]')

@@ -6,6 +6,8 @@ import warnings
 
 import click
 
+from rtm_plugin import __version__
+
 def _split_metrics(value):
     names = [m.strip() for m in value.split(',') if m.strip()]
     if not names:
@@ -38,6 +40,7 @@ def _os_error(e, fix):
     return f'{where}{e.strerror or e}; {fix}'
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))
+@click.version_option(__version__)
 @click.option('--real', 'real_path', required=True, type=click.Path(exists=True),
               help='Real images: folder, zip or .npy; or reference statistics .npz (mu, sigma)')
 @click.option('--fake', 'fake_path', required=True, type=click.Path(exists=True),

@@ -6,6 +6,7 @@ Every error is one line, `Error: <problem>; <what to do>`: exit 2 when the comma
 
 import click
 
+from rtm_plugin import __version__
 from rtm_plugin.patching import engine
 from rtm_plugin.patching.engine import PatchError, PatchUsageError
 from rtm_plugin.patching.spec import Insert, SpecError
@@ -33,7 +34,8 @@ def _run(fn, *args):
         raise click.ClickException(f'{where}{err.strerror or err}; fix that and run again (the engine rolls back '
                                    f'what it wrote; `rtm-patch check` shows the state)') from None
 
-@click.group()
+@click.group(context_settings=dict(help_option_names=['-h', '--help']))
+@click.version_option(__version__)
 def main():
     """Apply, check or revert rtm-plugin's edits in an upstream checkout.
 

@@ -14,11 +14,18 @@ from rtm_plugin.patching.spec import SpecError, Target
 SPEC_FILE = 'target.py'
 
 def patches_dir() -> Path:
-    """patches/ of this source tree (rtm-plugin installs in editable mode); RTM_PATCHES_DIR overrides it."""
-    folder = Path(os.environ.get('RTM_PATCHES_DIR') or Path(__file__).resolve().parents[2] / 'patches')
+    """RTM_PATCHES_DIR when set; else the copy a wheel installs as rtm_plugin/_patches; else patches/ of the source
+    tree (a checkout, an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    folder = os.environ.get('RTM_PATCHES_DIR')
+    if folder is None:
+        folder = next((p for p in (package / '_patches', package.parent / 'patches') if p.is_dir()), None)
+        if folder is None:
+            raise PatchError(f'patch specs not found in {package / "_patches"} or {package.parent / "patches"}: '
+                             f'reinstall rtm-plugin, or set RTM_PATCHES_DIR')
+    folder = Path(folder)
     if not folder.is_dir():
-        raise PatchError(f'patch specs not found at {folder}: install rtm-plugin from its source tree '
-                         f'(pip install -e .) or set RTM_PATCHES_DIR')
+        raise PatchError(f'patch specs not found at {folder} (RTM_PATCHES_DIR)')
     return folder
 
 def known_targets() -> Dict[str, Path]:
