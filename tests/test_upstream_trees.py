@@ -104,3 +104,23 @@ def test_an_upstream_folder_that_is_not_there_is_a_usage_error(tmp_path):
                              str(REPO / 'tests' / 'test_rtm_core.py')],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 4 and f'--upstream={tmp_path / "absent"}: no such folder' in result.stderr
+
+def test_a_tree_another_session_extracted_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Two suites on one machine, cold cache: the one that finishes extracting second keeps the first one's tree,
+    which the first is already running tests in, and drops its own copy."""
+    folder, cache = make_snapshots(tmp_path / 'upstream'), tmp_path / 'cache'
+    archive = folder / 'stylegan3-abc1234.tar.gz'
+    digest = upstream_trees.sha256(archive)
+    real_extract, in_use = upstream_trees._extract, []
+    def racing_extract(path, into):
+        monkeypatch.setattr(upstream_trees, '_extract', real_extract)
+        other = upstream_trees.extracted(path, digest, cache)      # the other session is done first...
+        marker = other / 'stylegan3' / '__pycache__' / 'in-use'
+        marker.parent.mkdir()
+        marker.write_text('')                                      # ...and is running its tests there
+        in_use.append(marker)
+        real_extract(path, into)
+    monkeypatch.setattr(upstream_trees, '_extract', racing_extract)
+    home = upstream_trees.extracted(archive, digest, cache)
+    assert in_use and in_use[0].is_file() and home in in_use[0].parents
+    assert sorted(p.name for p in cache.iterdir()) == [home.name]  # no temporary folder left behind

@@ -88,12 +88,23 @@ def extracted(archive: Path, digest: str, root: Optional[Path] = None) -> Path:
     if home.is_dir() and _intact(archive, home):
         return home
     fresh = Path(tempfile.mkdtemp(prefix='.extract-', dir=root))
-    _extract(archive, fresh)
-    if home.exists():
-        shutil.rmtree(home, ignore_errors=True)
     try:
-        os.rename(fresh, home)
-    except OSError:                 # another session extracted the same archive meanwhile
+        _extract(archive, fresh)
+        if home.is_dir() and _intact(archive, home):
+            return home             # another session extracted it meanwhile and may be running tests in it
+        if home.exists():           # damaged: moved aside in one step, so no one sees it half deleted
+            stale = Path(tempfile.mkdtemp(prefix='.stale-', dir=root))
+            try:
+                os.rename(home, stale / home.name)
+            except FileNotFoundError:   # another session moved it first
+                pass
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(fresh, home)
+        except OSError:             # another session put its tree there first: keep that one
+            if not home.is_dir():
+                raise
+    finally:
         shutil.rmtree(fresh, ignore_errors=True)
     return home
 
