@@ -122,7 +122,7 @@ def test_the_wheel_carries_the_patch_specs(venv):
     from rtm_plugin import __version__   # pylint: disable=import-outside-toplevel
     out = run(venv['root'] / 'bin' / 'rtm-patch', 'targets', env=venv['env'], cwd=venv['base'])
     installed = venv['site'] / 'rtm_plugin' / '_patches'
-    for name in ('stylegan2-ada-pytorch', 'studiogan'):
+    for name in ('stylegan2-ada-pytorch', 'stylegan3', 'studiogan'):
         assert f'{name}  ({installed / name / "target.py"})' in out
     assert __version__ in run(venv['root'] / 'bin' / 'rtm-patch', '--version', env=venv['env'])
     with zipfile.ZipFile(venv['wheel']) as z:                   # their options: test_cli_options.py
