@@ -124,3 +124,10 @@ def test_a_tree_another_session_extracted_meanwhile_is_kept(tmp_path, monkeypatc
     home = upstream_trees.extracted(archive, digest, cache)
     assert in_use and in_use[0].is_file() and home in in_use[0].parents
     assert sorted(p.name for p in cache.iterdir()) == [home.name]  # no temporary folder left behind
+
+def test_a_malformed_sums_file_is_an_error_that_names_the_line(tmp_path):
+    folder = make_snapshots(tmp_path / 'upstream')
+    sums = folder / 'SHA256SUMS'
+    sums.write_text(sums.read_text() + 'stylegan3-abc1234.tar.gz\n')     # a name without its checksum
+    with pytest.raises(UpstreamError, match=r'SHA256SUMS:3: not "<sha256>  <file name>"'):
+        provide(folder, {}, tmp_path / 'cache')

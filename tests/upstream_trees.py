@@ -6,6 +6,7 @@ pointed at the extracted trees unless they are set already. tests/conftest.py ca
 
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -35,10 +36,12 @@ def read_sums(folder: Path) -> Dict[str, str]:
     if not path.is_file():
         raise UpstreamError(f'{path} is missing: the snapshots in {folder} cannot be checked')
     sums = {}
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
-            digest, name = line.split(maxsplit=1)
-            sums[name.lstrip('*')] = digest.lower()
+            fields = line.split(maxsplit=1)
+            if len(fields) != 2 or not re.fullmatch(r'[0-9a-fA-F]{64}', fields[0]):
+                raise UpstreamError(f'{path}:{number}: not "<sha256>  <file name>": {line.strip()!r}')
+            sums[fields[1].lstrip('*')] = fields[0].lower()
     return sums
 
 def verify(folder: Path) -> Dict[str, str]:
