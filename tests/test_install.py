@@ -25,8 +25,10 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 SG2ADA = os.environ.get('RTM_SG2ADA_DIR')
-# Written by builds, runs and tests: never part of what a user builds the wheel from.
-LOCAL_OUTPUTS = {'.git', 'build', 'dist', '.pytest_cache', 'imle-runs', 'analysis', 'runs', 'out'}
+# Written by builds, runs and tests, or made beside the code (.gitignore): never part of what a user builds the
+# wheel from. Virtual environments (the README's venv-cuda holds a CUDA torch) would make each copy gigabytes.
+LOCAL_OUTPUTS = {'.git', 'build', 'dist', '.pytest_cache', 'imle-runs', 'analysis', 'runs', 'out', '.venv', '.whl',
+                 '.gl', '.gpu_stage'}
 
 def run(*args, cwd=None, env=None, timeout=600):
     result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
@@ -35,13 +37,16 @@ def run(*args, cwd=None, env=None, timeout=600):
         raise AssertionError(f'exit {result.returncode} from {args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}')
     return result.stdout + result.stderr
 
+def local_outputs(folder, names):
+    """shutil.copytree's ignore: what a copy of the source tree leaves out."""
+    top = Path(folder) == REPO
+    return [n for n in names if n == '__pycache__' or (top and (n in LOCAL_OUTPUTS or n.startswith('venv')
+                                                                or n.endswith(('.egg-info', '.whl'))))]
+
 def build_wheel(dst: Path) -> Path:
     """`pip wheel` of a clean copy of the source tree, offline (no build isolation)."""
-    def ignore(folder, names):
-        top = Path(folder) == REPO
-        return [n for n in names if n == '__pycache__' or (top and (n in LOCAL_OUTPUTS or n.endswith('.egg-info')))]
     src = dst / 'src'
-    shutil.copytree(REPO, src, ignore=ignore)
+    shutil.copytree(REPO, src, ignore=local_outputs)
     run(sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index', '-q',
         '-w', dst / 'dist', src)
     wheels = list((dst / 'dist').glob('rtm_plugin-*.whl'))
@@ -84,6 +89,12 @@ def link_distribution(dist, site: Path):
     for top in sorted({PurePosixPath(f).parts[0] for f in dist.files} - {'..', '/', '__pycache__'}):
         if (home / top).exists() and not (site / top).exists():
             (site / top).symlink_to(home / top)
+
+def test_the_wheel_is_built_without_local_environments_and_outputs():
+    names = ['rtm_plugin', 'patches', 'README.md', 'venv-cuda', 'venv', '.venv', 'rtm_plugin-0.1.0-py3-none-any.whl',
+             'imle-runs', '.pytest_cache', 'rtm_plugin.egg-info', '__pycache__']
+    assert sorted(local_outputs(REPO, names)) == sorted(names[3:])
+    assert local_outputs(REPO / 'rtm_plugin', ['venv', 'imle', '__pycache__']) == ['__pycache__']   # top level only
 
 @pytest.fixture(scope='module')
 def venv(tmp_path_factory):
