@@ -8,7 +8,8 @@ from rtm_plugin.analysis import halt, hsweep, latency, neighbours, progression, 
 @click.group(context_settings=dict(help_option_names=['-h', '--help']))
 @click.version_option(__version__)
 def main():
-    """Analysis tools for RTM generators (RS-IMLE snapshots, StyleGAN2-ADA pickles with RTM_SG2ADA_DIR set).
+    """Analysis tools for RTM generators: RS-IMLE snapshots and run folders, network pickles of stylegan2-ada-pytorch
+    (RTM_SG2ADA_DIR set) and stylegan3 (RTM_SG3_DIR), StudioGAN checkpoint folders (RTM_STUDIOGAN_DIR, --studiogan-cfg).
 
     \b
     rtm-analyze hsweep --network RUN            metrics vs inference-time H (Table 4)
