@@ -131,3 +131,19 @@ def test_a_malformed_sums_file_is_an_error_that_names_the_line(tmp_path):
     sums.write_text(sums.read_text() + 'stylegan3-abc1234.tar.gz\n')     # a name without its checksum
     with pytest.raises(UpstreamError, match=r'SHA256SUMS:3: not "<sha256>  <file name>"'):
         provide(folder, {}, tmp_path / 'cache')
+
+@pytest.mark.skipif(not hasattr(os, 'getuid'), reason='POSIX owners and modes')
+def test_a_cache_folder_others_can_change_is_refused(tmp_path):
+    """The trees' code runs in the tests: a cache in the shared temporary folder that another user made, linked or
+    can write to is not used."""
+    folder = make_snapshots(tmp_path / 'upstream')
+    open_cache = tmp_path / 'open'
+    open_cache.mkdir()
+    open_cache.chmod(0o777)
+    with pytest.raises(UpstreamError, match=r'open: .*others can write to it'):
+        provide(folder, {}, open_cache)
+    linked = tmp_path / 'linked'
+    linked.symlink_to(tmp_path / 'elsewhere', target_is_directory=True)
+    (tmp_path / 'elsewhere').mkdir(mode=0o700)
+    with pytest.raises(UpstreamError, match=r'linked: .*a symbolic link'):
+        provide(folder, {}, linked)

@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 from pathlib import Path
@@ -83,10 +84,27 @@ def cache_root() -> Path:
     uid = os.getuid() if hasattr(os, 'getuid') else os.environ.get('USERNAME', 'user')
     return Path(tempfile.gettempdir()) / f'rtm-upstream-{uid}'
 
+def check_private(root: Path):
+    """The tests run the trees' code: a cache folder (in the shared temporary folder, by a name anyone can guess)
+    that is a link, another user's, or writable by others could hold anything. UpstreamError then."""
+    if not hasattr(os, 'getuid'):
+        return
+    info = os.lstat(root)
+    if stat.S_ISLNK(info.st_mode):
+        problem = 'it is a symbolic link'
+    elif info.st_uid != os.getuid():
+        problem = f'it belongs to uid {info.st_uid}'
+    elif info.st_mode & 0o022:
+        problem = f'others can write to it (mode {stat.S_IMODE(info.st_mode):o})'
+    else:
+        return
+    raise UpstreamError(f'{root}: {problem}; the extracted upstream trees cannot be trusted there: remove it')
+
 def extracted(archive: Path, digest: str, root: Optional[Path] = None) -> Path:
     """The folder that holds `archive` extracted, made once per checksum and reused while intact."""
     root = root or cache_root()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private(root)
     home = root / f'{archive.name[:-len(".tar.gz")]}-{digest[:16]}'
     if home.is_dir() and _intact(archive, home):
         return home
