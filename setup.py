@@ -48,7 +48,8 @@ setup(
     extras_require={
         # The suite; what StudioGAN's modules that the integration tests load import at module level; a setuptools
         # that builds wheels by itself (tests/test_install.py builds offline, without build isolation).
-        'test': ['pytest', 'prdc', 'scikit-image', 'faiss-cpu', 'seaborn', 'kornia', 'setuptools>=70.1'],
+        'test': ['pytest', 'prdc', 'scikit-image', 'faiss-cpu', 'seaborn', 'kornia', 'setuptools>=70.1',
+                 'imageio-ffmpeg', 'tensorboard'],
         'faiss': ['faiss-cpu'],
         'video': ['imageio', 'imageio-ffmpeg'],
         'tensorboard': ['tensorboard'],

@@ -67,7 +67,7 @@ def test_cli_round_trip(tmp_path):
     root = copy_checkout(tmp_path / 'sg3')
     checkouts.assert_cli_round_trip(root, 'stylegan3', 'pkg_resources')
     result = patch_cli(root, 'apply', '--target', 'stylegan2-ada-pytorch')
-    assert result.returncode == 1 and 'is not a stylegan2-ada-pytorch checkout: it lacks training/networks.py' in result.stderr
+    assert result.returncode == 2 and 'is not a stylegan2-ada-pytorch checkout: it lacks training/networks.py' in result.stderr
 
 def test_other_upstream_version_is_refused_naming_file_and_anchor(tmp_path):
     checkouts.assert_other_version_refused(copy_checkout(tmp_path / 'sg3'), 'stylegan3', 'training/networks_stylegan3.py')
