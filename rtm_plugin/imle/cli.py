@@ -27,7 +27,7 @@ from rtm_plugin.imle.checkpoint import find_resume
 from rtm_plugin.imle.config import DEFAULT_NUM_IMAGES, IMLEConfig, as_dict, config_from_dict
 from rtm_plugin.imle.distributed import init_from_env, select_device
 from rtm_plugin.imle.presets import PRESETS, resolve as resolve_settings
-from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, fid_samples, protocol_metrics
+from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, protocol_metrics
 from rtm_plugin.imle.runlog import Tee
 from rtm_plugin.imle.train import RunOptions, Trainer, loss_kind
 
@@ -156,11 +156,8 @@ def _resolve_new(args, settings, log):
     check_knn_backend(cfg.knn_backend)
     metrics = parse_metrics(args['metrics'])
     detector = args['detector'] or ('digits' if data is None else None)
-    eval_samples = args['eval_samples']
-    if settings.eval_protocol:          # the built-in evaluation draws the protocol's FID count on Inception
-        detector = detector or 'inception'
-        eval_samples = fid_samples(settings.eval_protocol) if eval_samples is None else eval_samples
-    eval_samples = 10000 if eval_samples is None else eval_samples
+    # an eval protocol's metrics go through metric_main (evaluate()); the built-in evaluation runs only if asked
+    eval_samples = 10000 if args['eval_samples'] is None else args['eval_samples']
     images, reals, tsk = load_training_images(data, cfg.resolution if ('resolution' in given or not data) else None,
                                               num_images, cfg.seed, args['skip_bad'], log,
                                               need_reals=bool(metrics or (eval_samples and detector)))
@@ -289,6 +286,18 @@ def evaluate(setup, trainer, path, seconds, rank):
                   protocol_metrics=setup.protocol_metrics)
     if rank != 0:
         return
+    # the protocol's metrics (fid5k_full, pr1k3_full, ...) through metric_main on G_ema, as --metrics at a snapshot;
+    # those --metrics already evaluated on the final snapshot are not computed twice
+    protocol = [m for m in setup.protocol_metrics or () if m not in setup.opts.metrics] if setup.eval_samples else []
+    if protocol and path:
+        try:
+            results = trainer.evaluate_metrics(path, protocol)
+        except (ValueError, OSError) as e:
+            raise click.ClickException(f'{setup.eval_protocol} protocol: {e}; the run is saved in {path}; evaluate '
+                                       f'it later with rtm-eval') from None
+        record.update({k: float(v) for k, v in results.items()})
+        record.update({k: float(v) for k, v in trainer.metric_results.items() if k.startswith(
+            tuple(m for m in setup.protocol_metrics if m in setup.opts.metrics))})
     if setup.eval_samples and setup.detector:
         reals_u8 = setup.reals if setup.reals is not None else setup.images
         t1 = time.time()
@@ -299,6 +308,10 @@ def evaluate(setup, trainer, path, seconds, rank):
         trainer.write_metrics(record)
         click.echo(f'{cfg.map}: {summary_line(record)} ({seconds:.0f} s training, '
                    f'{record["eval_seconds"]:.0f} s evaluation; {setup.run_dir})')
+    elif protocol:
+        trainer.write_metrics(record)
+        click.echo(f'{cfg.map}: ' + ', '.join(f'{k} {record[k]:.4f}' for k in results) +
+                   f' ({seconds:.0f} s training; {setup.run_dir})')
     else:
         trainer.write_metrics(record)
         click.echo(f'{cfg.map}: trained {trainer.step} steps in {seconds:.0f} s; no metrics '
@@ -360,8 +373,8 @@ def evaluate(setup, trainer, path, seconds, rank):
 @click.option('--lpips-lin', type=click.Path(exists=True, dir_okay=False), help='lpips weights/v0.1/vgg.pth')
 @click.option('--snap-kimg', type=click.FloatRange(min=0, min_open=True), help='Snapshot interval [50; 25 default run]')
 @click.option('--grid-kimg', type=click.FloatRange(min=0, min_open=True), help='Sample-grid interval [10]')
-@click.option('--eval-samples', type=click.IntRange(min=0), help="Samples for the final metrics (0 = skip) [the protocol's FID count, else 10000]")
-@click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; inception with an eval protocol; else none]")
+@click.option('--eval-samples', type=click.IntRange(min=0), help="Samples for the built-in final metrics (0 = skip them and the protocol's) [10000]")
+@click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; else none (an eval protocol's metrics choose their own)]")
 @click.option('--metrics', help='Comma list evaluated at each snapshot and at the end, into metric-<name>.jsonl '
               '(e.g. fid50k_full,pr50k3_full) [none]')
 @click.option('--device', help='auto (CUDA when available, else CPU), cpu, cuda or cuda:K; '

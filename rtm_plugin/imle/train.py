@@ -301,16 +301,20 @@ class Trainer:
             self.evaluate_metrics(path)
         return path
 
-    def evaluate_metrics(self, snapshot_pkl):
+    def evaluate_metrics(self, snapshot_pkl, names=None):
+        """Each metric (default: --metrics) of G_ema into metric-<name>.jsonl; returns their results."""
         from rtm_plugin.imle.snapshot_metrics import calc_metric, report_metric
         reals = self.opts.metric_reals if self.opts.metric_reals is not None else self.images
         self.log('evaluating metrics...')
-        for metric in self.opts.metrics:
+        results = {}
+        for metric in (self.opts.metrics if names is None else names):
             result = calc_metric(metric, G=self.G_ema, real=reals, device=str(self.device), seed=self.cfg.seed)
             report_metric(result, run_dir=self.opts.outdir, snapshot_pkl=snapshot_pkl)
             self.metric_results.update(result['results'])
+            results.update(result['results'])
             self.log(f'{metric}: ' + ', '.join(f'{k} {v:.4f}' for k, v in result['results'].items())
                      + f' ({result["total_time_str"]})')
+        return results
 
     def _restore(self, snapshot):
         """Continue from a loaded Snapshot. Every setting that changes the numbers must match, or be restorable
