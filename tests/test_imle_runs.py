@@ -237,6 +237,19 @@ def test_skip_bad_skips_a_zip_member_with_a_bad_crc(tmp_path):
     assert result.exit_code == 0, result.output
     assert 'skipped 1 unreadable image(s)' in result.output and '23 images' in result.output
 
+def test_a_metric_that_cannot_be_computed_is_not_reported_as_a_failed_write(tmp_path, monkeypatch):
+    """--metrics fid1k_full without the Inception weights: one line naming the metric and the missing file, the
+    snapshot kept, and not 'cannot write ...; free space' (the detector's OSError is no disk problem)."""
+    from rtm_plugin.metrics import detectors
+    missing = tmp_path / 'nowhere' / 'inception-2015-12-05.pt'
+    monkeypatch.setitem(detectors.DETECTOR_URLS, 'inception', missing.as_uri())     # offline, in every environment
+    result = invoke(['--outdir', tmp_path / 'runs', *TINY_CLI, '--perceptual', 'fallback', '--metrics', 'fid1k_full'])
+    assert result.exit_code == 1
+    (message,) = [line for line in result.output.splitlines() if line.startswith('Error: ')]
+    assert message.startswith('Error: --metrics fid1k_full: ') and str(missing) in message
+    assert 'free space' not in message and '--resume' in message
+    assert os.path.isfile(os.path.join(only_run_dir(tmp_path / 'runs'), 'network-snapshot-000000.pkl'))
+
 # ---------------------------------------------------------------------- the run folder, as StyleGAN2-ADA's
 def test_run_folder_has_stylegan_files_and_metrics(tmp_path):
     result = invoke(['--outdir', tmp_path, *TINY_CLI, '--perceptual', 'fallback', '--metrics', 'modes1k',

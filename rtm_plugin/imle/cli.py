@@ -29,7 +29,7 @@ from rtm_plugin.imle.distributed import init_from_env, select_device
 from rtm_plugin.imle.presets import PRESETS, resolve as resolve_settings
 from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, protocol_metrics
 from rtm_plugin.imle.runlog import Tee
-from rtm_plugin.imle.train import RunOptions, Trainer, loss_kind
+from rtm_plugin.imle.train import MetricFailed, RunOptions, Trainer, loss_kind
 
 CONFIG_OPTIONS = {f.name for f in fields(IMLEConfig)}
 RECOVERABLE = (ValueError, FileNotFoundError, ImportError)
@@ -264,6 +264,9 @@ def train(setup, trainer, log):
     t0 = time.time()
     try:
         status, path = trainer.run()
+    except MetricFailed as e:
+        raise click.ClickException(f'--metrics {e}; the snapshot {trainer.last_snapshot} is saved; fix this, then '
+                                   f'continue with --resume {run_dir}')
     except OSError as e:
         last = trainer.last_snapshot or 'none'
         raise click.ClickException(f'cannot write {e.filename or "to the run folder"}: {e.strerror or e}; the last '
@@ -292,9 +295,9 @@ def evaluate(setup, trainer, path, seconds, rank):
     if protocol and path:
         try:
             results = trainer.evaluate_metrics(path, protocol)
-        except (ValueError, OSError) as e:
-            raise click.ClickException(f'{setup.eval_protocol} protocol: {e}; the run is saved in {path}; evaluate '
-                                       f'it later with rtm-eval') from None
+        except MetricFailed as e:
+            raise click.ClickException(f'--eval-protocol {setup.eval_protocol}: {e}; the run is saved in {path}; '
+                                       'evaluate it with rtm-eval once fixed') from None
         record.update({k: float(v) for k, v in results.items()})
         record.update({k: float(v) for k, v in trainer.metric_results.items() if k.startswith(
             tuple(m for m in setup.protocol_metrics if m in setup.opts.metrics))})

@@ -99,6 +99,9 @@ def loss_kind(loss_name):
 class Diverged(RuntimeError):
     """The loss or the weights stopped being finite."""
 
+class MetricFailed(RuntimeError):
+    """A metric could not be computed (detector weights not found, bad reals): not a failed write."""
+
 @dataclass
 class RunOptions:
     outdir: str
@@ -308,7 +311,10 @@ class Trainer:
         self.log('evaluating metrics...')
         results = {}
         for metric in (self.opts.metrics if names is None else names):
-            result = calc_metric(metric, G=self.G_ema, real=reals, device=str(self.device), seed=self.cfg.seed)
+            try:
+                result = calc_metric(metric, G=self.G_ema, real=reals, device=str(self.device), seed=self.cfg.seed)
+            except (ValueError, OSError) as e:     # e.g. a detector that cannot be downloaded (an OSError)
+                raise MetricFailed(f'{metric}: {e}') from e
             report_metric(result, run_dir=self.opts.outdir, snapshot_pkl=snapshot_pkl)
             self.metric_results.update(result['results'])
             results.update(result['results'])
