@@ -295,13 +295,16 @@ class Trainer:
         for name, module in (('G', self.G), ('G_ema', self.G_ema)):
             if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
                 raise Diverged(f'{name} has non-finite weights at step {self.step} (kimg {self.kimg:.3f})')
-        if self.rank != 0:
-            return None
-        path = self.snapshot_path()
-        save_snapshot(path, self.snapshot_dict())
-        self.last_snapshot = path
-        if metrics and self.opts.metrics:
-            self.evaluate_metrics(path)
+        evaluate = metrics and bool(self.opts.metrics)
+        path = None
+        if self.rank == 0:
+            path = self.snapshot_path()
+            save_snapshot(path, self.snapshot_dict())
+            self.last_snapshot = path
+            if evaluate:
+                self.evaluate_metrics(path)
+        if evaluate:            # rank 0 evaluates alone: the others wait here, not in a collective that times out
+            D.long_barrier()
         return path
 
     def evaluate_metrics(self, snapshot_pkl, names=None):
