@@ -117,6 +117,18 @@ def test_a_loss_that_cannot_be_restored_is_an_error_unless_allowed(tmp_path, mon
     assert result.exit_code == 0, result.output
     assert "'loss': ('lpips-vgg', 'multiscale-gradient-l1')" in result.output and 'no longer exact' in result.output
 
+def test_resume_reuses_the_decoded_dataset(tmp_path, monkeypatch):
+    """The memory-mapped copy of --data made by the run is the one its --resume maps: not decoded a second time."""
+    cache = tmp_path / 'cache'
+    monkeypatch.setenv('RTM_IMLE_DATA_CACHE', str(cache))
+    data = write_png_folder(tmp_path / 'data', tiny_images())
+    command = interrupt(monkeypatch, ['--outdir', tmp_path / 'runs', '--data', data, *TINY_CLI, '--perceptual',
+                                      'fallback'])
+    assert len(os.listdir(cache)) == 1
+    result = invoke(command)
+    assert result.exit_code == 0, result.output
+    assert 'decoding once' not in result.output and len(os.listdir(cache)) == 1
+
 def test_the_resumed_run_is_this_folders_run(tmp_path, monkeypatch):
     """A snapshot of another run with a higher number is skipped, named, and this run's logs stay."""
     command = interrupt(monkeypatch, ['--outdir', tmp_path, *TINY_CLI, '--perceptual', 'fallback'])

@@ -53,8 +53,11 @@ def load_training_images(data, resolution, num_images, seed, skip_bad, log, need
     if found.skipped:
         log(f'skipped {len(found.skipped)} unreadable image(s), e.g. {found.skipped[0][1]}')
     log(f'{data}: {len(found.images)} images, {found.images.shape[-1]} px')
+    # max_size and decode_resolution: what was asked (None: all images, the data's resolution), so that --resume
+    # asks the same and maps the same decoded copy (datacache keys on the request)
     return found.images, None, dict(path=os.path.abspath(data), resolution=int(found.images.shape[-1]),
-                                    num_images=len(found.images), skip_bad=bool(skip_bad))
+                                    num_images=len(found.images), skip_bad=bool(skip_bad), max_size=num_images,
+                                    decode_resolution=resolution)
 
 def summary_line(m):
     parts = []
@@ -223,7 +226,10 @@ def _resolve_resume(args, given, log):
     detector = args['detector'] or saved.get('detector') or ('digits' if data is None else None)
     eval_samples = args['eval_samples'] if args['eval_samples'] is not None else saved.get('eval_samples', 10000)
     eval_protocol = args['eval_protocol'] or saved.get('eval_protocol')
-    images, reals, tsk = load_training_images(data, cfg.resolution, num_images, cfg.seed, skip_bad, log,
+    if 'max_size' in tsk:               # the request of the run's start (runs of earlier versions: the counts)
+        num_images = tsk['max_size']
+    resolution = tsk['decode_resolution'] if 'decode_resolution' in tsk else cfg.resolution
+    images, reals, tsk = load_training_images(data, resolution, num_images, cfg.seed, skip_bad, log,
                                               need_reals=bool(metrics or (eval_samples and detector)))
     run_dir = os.path.dirname(os.path.abspath(snapshot.path))
     opts = RunOptions(outdir=run_dir, snap_kimg=args['snap_kimg'] or saved.get('snap_kimg') or
