@@ -339,6 +339,8 @@ class Trainer:
         diff = {k: (v, now[k]) for k, v in as_dict(saved).items() if k != 'kimg' and now[k] != v}
         if options.get('device') and torch.device(options['device']).type != self.device.type:
             diff['device'] = (options['device'], str(self.device))
+        if state.get('world_size', self.world) != self.world:     # shards, gradient sums and w_avg's batch change
+            diff['world_size'] = (state['world_size'], self.world)
         if options.get('amp', 'off') != self.amp:
             diff['amp'] = (options.get('amp', 'off'), self.amp)
         if loss_kind(state.get('loss')) and loss_kind(state['loss']) != loss_kind(self.loss_name):
