@@ -27,5 +27,27 @@ def run_steps(out_path, outdir, steps=3):
         torch.save(dict(record=record, matched=matched, grads=grads, lrs=lrs, G=t.G.state_dict(), world=t.world,
                         data_features=t.data_features), out_path)
 
+def slow_metric_run(outdir, seconds):
+    """Snapshots with --metrics that rank 0 computes alone for longer than the collectives' timeout: the other rank
+    must wait for it, not time out in the next step's collective."""
+    import datetime
+    import time
+    import torch.distributed as dist
+    from rtm_plugin.imle import snapshot_metrics
+    dist.init_process_group('gloo', timeout=datetime.timedelta(seconds=seconds / 3))    # the training collectives'
+
+    def slow(metric, **kw):
+        time.sleep(seconds)
+        return dict(results={'modes1k_modes': 1}, metric=metric, total_time=seconds, total_time_str='0s', num_gpus=1)
+    snapshot_metrics.calc_metric = slow
+    torch.set_num_threads(1)
+    cfg = replace(TINY, kimg=0.032)                             # 4 steps, a snapshot (and the metric) after 2
+    opts = RunOptions(outdir=outdir, perceptual='fallback', progress=False, snap_kimg=0.016, metrics=('modes1k',))
+    status, _ = Trainer(cfg, tiny_images(), opts, log=lambda m: None).run()
+    assert status == 'done', status
+
 if __name__ == '__main__':
-    run_steps(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == '--slow-metric':
+        slow_metric_run(sys.argv[2], float(sys.argv[3]))
+    else:
+        run_steps(sys.argv[1], sys.argv[2])

@@ -47,3 +47,12 @@ def test_two_processes_match_like_one(tmp_path):
         if k.endswith('w_avg'):                                         # rank 0's half batch, as in StyleGAN
             continue
         assert (v - b['G'][k]).abs().max() <= budget, k
+
+def test_ranks_wait_for_the_metrics_rank_0_computes_at_a_snapshot(tmp_path):
+    """--metrics run on rank 0 alone; the other ranks must not reach the next step's collective and time out there
+    (fid50k_full at a snapshot can outlast NCCL's timeout)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                           os.path.join(HERE, 'imle_ddp_worker.py'), '--slow-metric', str(tmp_path / 'run'), '6'],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -299,6 +299,45 @@ def test_a_preset_run_through_the_cli_records_its_protocol(tmp_path):
     state = pickle.load(open(sorted(run_dir.glob('network-snapshot-*.pkl'))[-1], 'rb'))['rs_imle']
     assert state['config']['optimizer'] == 'adamw' and state['config']['ema_rampup'] is True
 
+def test_the_protocol_is_computed_through_metric_main_on_g_ema(tmp_path, monkeypatch):
+    """--preset fewshot --data X ends with fid5k_full and pr1k3_full of G_ema (metric_main, their own detectors),
+    in metric-<name>.jsonl and the final eval line, not with FID/P-R of another protocol on Inception features."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from imle_tiny import tiny_images, write_png_folder
+    from test_metrics_detectors import write_detector
+    from rtm_plugin.metrics.detectors import DETECTOR_URLS, url_cache_path
+    from rtm_plugin.metrics import metric_main
+    cache = tmp_path / 'cache'
+    for url in DETECTOR_URLS.values():         # stand-ins with upstream's interface where the weights are looked up
+        url_cache_path(url, cache).parent.mkdir(parents=True, exist_ok=True)
+        write_detector(url_cache_path(url, cache))
+    monkeypatch.setenv('RTM_CACHE_DIR', str(cache))
+    seen = []
+    real_calc = metric_main.calc_metric
+    def calc(metric, **kw):
+        seen.append((metric, kw['G']))
+        return real_calc(metric, **kw)
+    monkeypatch.setattr(metric_main, 'calc_metric', calc)
+    monkeypatch.setattr('rtm_plugin.imle.snapshot_metrics.calc_metric', calc)
+    write_png_folder(tmp_path / 'data', tiny_images(8))
+    result = CliRunner().invoke(main, ['--preset', 'fewshot', '--data', str(tmp_path / 'data'),
+                                       '--outdir', str(tmp_path / 'runs'), '--resolution', '16', '--width', '8',
+                                       '--dec-blocks', '1x1,4m1,8m4,16m8', '--z-dim', '16', '--w-dim', '16',
+                                       '--kimg', '0.008', '--pool-multiple', '1', '--force-factor', '2',
+                                       '--perceptual', 'fallback', '--no-progress', '--ema-rampup'])
+    assert result.exit_code == 0, result.output
+    assert [m for m, _ in seen] == ['fid5k_full', 'pr1k3_full']
+    run_dir = tmp_path / 'runs' / os.listdir(tmp_path / 'runs')[0]
+    for _, G in seen:
+        assert G.training is False and all(p.requires_grad is False for p in G.parameters())    # G_ema
+    eval_line = [json.loads(l) for l in open(run_dir / 'metrics.jsonl')][-1]
+    assert {'fid5k_full', 'pr1k3_full_precision', 'pr1k3_full_recall'} <= set(eval_line)
+    assert 'fid' not in eval_line and 'is' not in eval_line      # no built-in evaluation on other terms
+    for name in ('fid5k_full', 'pr1k3_full'):
+        (line,) = [json.loads(l) for l in open(run_dir / f'metric-{name}.jsonl')]
+        assert line['snapshot_pkl'] == eval_line['snapshot']
+
 def test_a_preset_needs_data():
     result = CliRunner().invoke(main, ['--preset', 'fewshot'])
     assert result.exit_code == 2 and 'pass --data' in result.output

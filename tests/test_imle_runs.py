@@ -117,6 +117,18 @@ def test_a_loss_that_cannot_be_restored_is_an_error_unless_allowed(tmp_path, mon
     assert result.exit_code == 0, result.output
     assert "'loss': ('lpips-vgg', 'multiscale-gradient-l1')" in result.output and 'no longer exact' in result.output
 
+def test_resume_reuses_the_decoded_dataset(tmp_path, monkeypatch):
+    """The memory-mapped copy of --data made by the run is the one its --resume maps: not decoded a second time."""
+    cache = tmp_path / 'cache'
+    monkeypatch.setenv('RTM_IMLE_DATA_CACHE', str(cache))
+    data = write_png_folder(tmp_path / 'data', tiny_images())
+    command = interrupt(monkeypatch, ['--outdir', tmp_path / 'runs', '--data', data, *TINY_CLI, '--perceptual',
+                                      'fallback'])
+    assert len(os.listdir(cache)) == 1
+    result = invoke(command)
+    assert result.exit_code == 0, result.output
+    assert 'decoding once' not in result.output and len(os.listdir(cache)) == 1
+
 def test_the_resumed_run_is_this_folders_run(tmp_path, monkeypatch):
     """A snapshot of another run with a higher number is skipped, named, and this run's logs stay."""
     command = interrupt(monkeypatch, ['--outdir', tmp_path, *TINY_CLI, '--perceptual', 'fallback'])
@@ -236,6 +248,19 @@ def test_skip_bad_skips_a_zip_member_with_a_bad_crc(tmp_path):
                      '--perceptual', 'fallback'])
     assert result.exit_code == 0, result.output
     assert 'skipped 1 unreadable image(s)' in result.output and '23 images' in result.output
+
+def test_a_metric_that_cannot_be_computed_is_not_reported_as_a_failed_write(tmp_path, monkeypatch):
+    """--metrics fid1k_full without the Inception weights: one line naming the metric and the missing file, the
+    snapshot kept, and not 'cannot write ...; free space' (the detector's OSError is no disk problem)."""
+    from rtm_plugin.metrics import detectors
+    missing = tmp_path / 'nowhere' / 'inception-2015-12-05.pt'
+    monkeypatch.setitem(detectors.DETECTOR_URLS, 'inception', missing.as_uri())     # offline, in every environment
+    result = invoke(['--outdir', tmp_path / 'runs', *TINY_CLI, '--perceptual', 'fallback', '--metrics', 'fid1k_full'])
+    assert result.exit_code == 1
+    (message,) = [line for line in result.output.splitlines() if line.startswith('Error: ')]
+    assert message.startswith('Error: --metrics fid1k_full: ') and str(missing) in message
+    assert 'free space' not in message and '--resume' in message
+    assert os.path.isfile(os.path.join(only_run_dir(tmp_path / 'runs'), 'network-snapshot-000000.pkl'))
 
 # ---------------------------------------------------------------------- the run folder, as StyleGAN2-ADA's
 def test_run_folder_has_stylegan_files_and_metrics(tmp_path):

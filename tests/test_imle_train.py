@@ -78,6 +78,19 @@ def test_resume_refuses_other_settings_or_data(tmp_path):
     with pytest.raises(ValueError, match='different data'):
         Trainer(TINY, tiny_images(seed=1), opts(tmp_path / 'a'), resume=path)
 
+def test_resume_refuses_another_number_of_processes(tmp_path):
+    """A snapshot of a 2-process run resumed by 1 process: per-rank batch shards, DDP's gradient sums and w_avg
+    (rank 0's half batch) change the numbers, so it is named like any other change, unless allowed."""
+    from rtm_plugin.imle.checkpoint import save_snapshot
+    images = tiny_images()
+    _, _, path = run(TINY, images, tmp_path / 'a')
+    data = load_snapshot(path)
+    data['rs_imle']['world_size'] = 2                               # as torchrun --nproc_per_node=2 wrote it
+    save_snapshot(path, data)
+    with pytest.raises(ValueError, match=r"settings differ from the snapshot.*'world_size': \(2, 1\)"):
+        Trainer(TINY, images, opts(tmp_path / 'a'), resume=path)
+    Trainer(TINY, images, opts(tmp_path / 'a', allow_changes=True), resume=path)
+
 def test_snapshot_contents(tmp_path):
     t, _, path = run(TINY, tiny_images(), tmp_path / 'a')
     data = load_snapshot(path)

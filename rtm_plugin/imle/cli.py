@@ -27,9 +27,9 @@ from rtm_plugin.imle.checkpoint import find_resume
 from rtm_plugin.imle.config import DEFAULT_NUM_IMAGES, IMLEConfig, as_dict, config_from_dict
 from rtm_plugin.imle.distributed import init_from_env, select_device
 from rtm_plugin.imle.presets import PRESETS, resolve as resolve_settings
-from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, fid_samples, protocol_metrics
+from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, protocol_metrics
 from rtm_plugin.imle.runlog import Tee
-from rtm_plugin.imle.train import RunOptions, Trainer, loss_kind
+from rtm_plugin.imle.train import MetricFailed, RunOptions, Trainer, loss_kind
 
 CONFIG_OPTIONS = {f.name for f in fields(IMLEConfig)}
 RECOVERABLE = (ValueError, FileNotFoundError, ImportError)
@@ -53,8 +53,11 @@ def load_training_images(data, resolution, num_images, seed, skip_bad, log, need
     if found.skipped:
         log(f'skipped {len(found.skipped)} unreadable image(s), e.g. {found.skipped[0][1]}')
     log(f'{data}: {len(found.images)} images, {found.images.shape[-1]} px')
+    # max_size and decode_resolution: what was asked (None: all images, the data's resolution), so that --resume
+    # asks the same and maps the same decoded copy (datacache keys on the request)
     return found.images, None, dict(path=os.path.abspath(data), resolution=int(found.images.shape[-1]),
-                                    num_images=len(found.images), skip_bad=bool(skip_bad))
+                                    num_images=len(found.images), skip_bad=bool(skip_bad), max_size=num_images,
+                                    decode_resolution=resolution)
 
 def summary_line(m):
     parts = []
@@ -156,11 +159,8 @@ def _resolve_new(args, settings, log):
     check_knn_backend(cfg.knn_backend)
     metrics = parse_metrics(args['metrics'])
     detector = args['detector'] or ('digits' if data is None else None)
-    eval_samples = args['eval_samples']
-    if settings.eval_protocol:          # the built-in evaluation draws the protocol's FID count on Inception
-        detector = detector or 'inception'
-        eval_samples = fid_samples(settings.eval_protocol) if eval_samples is None else eval_samples
-    eval_samples = 10000 if eval_samples is None else eval_samples
+    # an eval protocol's metrics go through metric_main (evaluate()); the built-in evaluation runs only if asked
+    eval_samples = 10000 if args['eval_samples'] is None else args['eval_samples']
     images, reals, tsk = load_training_images(data, cfg.resolution if ('resolution' in given or not data) else None,
                                               num_images, cfg.seed, args['skip_bad'], log,
                                               need_reals=bool(metrics or (eval_samples and detector)))
@@ -226,7 +226,10 @@ def _resolve_resume(args, given, log):
     detector = args['detector'] or saved.get('detector') or ('digits' if data is None else None)
     eval_samples = args['eval_samples'] if args['eval_samples'] is not None else saved.get('eval_samples', 10000)
     eval_protocol = args['eval_protocol'] or saved.get('eval_protocol')
-    images, reals, tsk = load_training_images(data, cfg.resolution, num_images, cfg.seed, skip_bad, log,
+    if 'max_size' in tsk:               # the request of the run's start (runs of earlier versions: the counts)
+        num_images = tsk['max_size']
+    resolution = tsk['decode_resolution'] if 'decode_resolution' in tsk else cfg.resolution
+    images, reals, tsk = load_training_images(data, resolution, num_images, cfg.seed, skip_bad, log,
                                               need_reals=bool(metrics or (eval_samples and detector)))
     run_dir = os.path.dirname(os.path.abspath(snapshot.path))
     opts = RunOptions(outdir=run_dir, snap_kimg=args['snap_kimg'] or saved.get('snap_kimg') or
@@ -267,6 +270,9 @@ def train(setup, trainer, log):
     t0 = time.time()
     try:
         status, path = trainer.run()
+    except MetricFailed as e:
+        raise click.ClickException(f'--metrics {e}; the snapshot {trainer.last_snapshot} is saved; fix this, then '
+                                   f'continue with --resume {run_dir}')
     except OSError as e:
         last = trainer.last_snapshot or 'none'
         raise click.ClickException(f'cannot write {e.filename or "to the run folder"}: {e.strerror or e}; the last '
@@ -289,6 +295,18 @@ def evaluate(setup, trainer, path, seconds, rank):
                   protocol_metrics=setup.protocol_metrics)
     if rank != 0:
         return
+    # the protocol's metrics (fid5k_full, pr1k3_full, ...) through metric_main on G_ema, as --metrics at a snapshot;
+    # those --metrics already evaluated on the final snapshot are not computed twice
+    protocol = [m for m in setup.protocol_metrics or () if m not in setup.opts.metrics] if setup.eval_samples else []
+    if protocol and path:
+        try:
+            results = trainer.evaluate_metrics(path, protocol)
+        except MetricFailed as e:
+            raise click.ClickException(f'--eval-protocol {setup.eval_protocol}: {e}; the run is saved in {path}; '
+                                       'evaluate it with rtm-eval once fixed') from None
+        record.update({k: float(v) for k, v in results.items()})
+        record.update({k: float(v) for k, v in trainer.metric_results.items() if k.startswith(
+            tuple(m for m in setup.protocol_metrics if m in setup.opts.metrics))})
     if setup.eval_samples and setup.detector:
         reals_u8 = setup.reals if setup.reals is not None else setup.images
         t1 = time.time()
@@ -299,6 +317,10 @@ def evaluate(setup, trainer, path, seconds, rank):
         trainer.write_metrics(record)
         click.echo(f'{cfg.map}: {summary_line(record)} ({seconds:.0f} s training, '
                    f'{record["eval_seconds"]:.0f} s evaluation; {setup.run_dir})')
+    elif protocol:
+        trainer.write_metrics(record)
+        click.echo(f'{cfg.map}: ' + ', '.join(f'{k} {record[k]:.4f}' for k in results) +
+                   f' ({seconds:.0f} s training; {setup.run_dir})')
     else:
         trainer.write_metrics(record)
         click.echo(f'{cfg.map}: trained {trainer.step} steps in {seconds:.0f} s; no metrics '
@@ -360,8 +382,8 @@ def evaluate(setup, trainer, path, seconds, rank):
 @click.option('--lpips-lin', type=click.Path(exists=True, dir_okay=False), help='lpips weights/v0.1/vgg.pth')
 @click.option('--snap-kimg', type=click.FloatRange(min=0, min_open=True), help='Snapshot interval [50; 25 default run]')
 @click.option('--grid-kimg', type=click.FloatRange(min=0, min_open=True), help='Sample-grid interval [10]')
-@click.option('--eval-samples', type=click.IntRange(min=0), help="Samples for the final metrics (0 = skip) [the protocol's FID count, else 10000]")
-@click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; inception with an eval protocol; else none]")
+@click.option('--eval-samples', type=click.IntRange(min=0), help="Samples for the built-in final metrics (0 = skip them and the protocol's) [10000]")
+@click.option('--detector', help="Metrics feature space: 'digits', 'inception', 'vgg16' or a .pt path [digits for the default run; else none (an eval protocol's metrics choose their own)]")
 @click.option('--metrics', help='Comma list evaluated at each snapshot and at the end, into metric-<name>.jsonl '
               '(e.g. fid50k_full,pr50k3_full) [none]')
 @click.option('--device', help='auto (CUDA when available, else CPU), cpu, cuda or cuda:K; '

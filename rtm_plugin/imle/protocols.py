@@ -31,5 +31,5 @@ def num_samples(metric):
     return int(m.group(1)) * 1000
 
 def fid_samples(name):
-    """The FID sample count of a protocol (what the trainer's built-in final evaluation draws)."""
+    """The FID sample count of a protocol."""
     return max(num_samples(m) for m in protocol_metrics(name) if m.startswith('fid'))

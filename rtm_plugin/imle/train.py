@@ -99,6 +99,9 @@ def loss_kind(loss_name):
 class Diverged(RuntimeError):
     """The loss or the weights stopped being finite."""
 
+class MetricFailed(RuntimeError):
+    """A metric could not be computed (detector weights not found, bad reals): not a failed write."""
+
 @dataclass
 class RunOptions:
     outdir: str
@@ -292,25 +295,35 @@ class Trainer:
         for name, module in (('G', self.G), ('G_ema', self.G_ema)):
             if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
                 raise Diverged(f'{name} has non-finite weights at step {self.step} (kimg {self.kimg:.3f})')
-        if self.rank != 0:
-            return None
-        path = self.snapshot_path()
-        save_snapshot(path, self.snapshot_dict())
-        self.last_snapshot = path
-        if metrics and self.opts.metrics:
-            self.evaluate_metrics(path)
+        evaluate = metrics and bool(self.opts.metrics)
+        path = None
+        if self.rank == 0:
+            path = self.snapshot_path()
+            save_snapshot(path, self.snapshot_dict())
+            self.last_snapshot = path
+            if evaluate:
+                self.evaluate_metrics(path)
+        if evaluate:            # rank 0 evaluates alone: the others wait here, not in a collective that times out
+            D.long_barrier()
         return path
 
-    def evaluate_metrics(self, snapshot_pkl):
+    def evaluate_metrics(self, snapshot_pkl, names=None):
+        """Each metric (default: --metrics) of G_ema into metric-<name>.jsonl; returns their results."""
         from rtm_plugin.imle.snapshot_metrics import calc_metric, report_metric
         reals = self.opts.metric_reals if self.opts.metric_reals is not None else self.images
         self.log('evaluating metrics...')
-        for metric in self.opts.metrics:
-            result = calc_metric(metric, G=self.G_ema, real=reals, device=str(self.device), seed=self.cfg.seed)
+        results = {}
+        for metric in (self.opts.metrics if names is None else names):
+            try:
+                result = calc_metric(metric, G=self.G_ema, real=reals, device=str(self.device), seed=self.cfg.seed)
+            except (ValueError, OSError) as e:     # e.g. a detector that cannot be downloaded (an OSError)
+                raise MetricFailed(f'{metric}: {e}') from e
             report_metric(result, run_dir=self.opts.outdir, snapshot_pkl=snapshot_pkl)
             self.metric_results.update(result['results'])
+            results.update(result['results'])
             self.log(f'{metric}: ' + ', '.join(f'{k} {v:.4f}' for k, v in result['results'].items())
                      + f' ({result["total_time_str"]})')
+        return results
 
     def _restore(self, snapshot):
         """Continue from a loaded Snapshot. Every setting that changes the numbers must match, or be restorable
@@ -326,6 +339,8 @@ class Trainer:
         diff = {k: (v, now[k]) for k, v in as_dict(saved).items() if k != 'kimg' and now[k] != v}
         if options.get('device') and torch.device(options['device']).type != self.device.type:
             diff['device'] = (options['device'], str(self.device))
+        if state.get('world_size', self.world) != self.world:     # shards, gradient sums and w_avg's batch change
+            diff['world_size'] = (state['world_size'], self.world)
         if options.get('amp', 'off') != self.amp:
             diff['amp'] = (options.get('amp', 'off'), self.amp)
         if loss_kind(state.get('loss')) and loss_kind(state['loss']) != loss_kind(self.loss_name):
