@@ -1,8 +1,11 @@
 """A tiny RS-IMLE setup shared by the training tests and the 2-process worker (not a test module)."""
 
+import os
 from dataclasses import replace
 
 import numpy as np
+import pytest
+import torch
 
 from rtm_plugin.imle.config import FEWSHOT
 
@@ -48,3 +51,22 @@ def snapshot_state(path):
     out.update({f'G_ema.{k}': v for k, v in data['G_ema'].state_dict().items()})
     out['latents'] = data['rs_imle']['latents']
     return out
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot when another process holds the core. A test
+    module makes it autouse with `pytestmark = pytest.mark.usefixtures('one_thread')`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+def invoke(args):
+    """rtm-imle in this process (click's runner): exit code, output and exception without a subprocess."""
+    from click.testing import CliRunner
+    from rtm_plugin.imle.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+def only_run_dir(outdir):
+    (name,) = os.listdir(outdir)
+    return os.path.join(outdir, name)

@@ -12,31 +12,17 @@ import time
 from dataclasses import replace
 
 import pytest
-import torch
-from click.testing import CliRunner
 
-from imle_tiny import TINY, TINY_CLI, assert_same_state, snapshot_state, state_of, tiny_images
+from imle_tiny import (TINY, TINY_CLI, assert_same_state, invoke, one_thread, only_run_dir,  # noqa: F401 (a fixture)
+                       snapshot_state, state_of, tiny_images)
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 from rtm_plugin.imle.checkpoint import latest_snapshot, load_snapshot
-from rtm_plugin.imle.cli import main
 from rtm_plugin.imle.train import RunOptions, Trainer
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get('PYTHONPATH', '')]))
-
-@pytest.fixture(autouse=True)
-def keep_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-def invoke(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-def only_run_dir(outdir):
-    (name,) = os.listdir(outdir)
-    return os.path.join(outdir, name)
 
 def options(outdir, **kw):
     return RunOptions(outdir=str(outdir), perceptual='fallback', progress=False, grid_kimg=1000, **kw)

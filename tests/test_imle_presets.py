@@ -27,12 +27,9 @@ from rtm_plugin.imle.presets import PRESETS, load_preset, preset_path, resolve
 from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, fid_samples, num_samples, protocol_metrics
 from rtm_plugin.imle.train import RunOptions, Trainer, build_generator
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from imle_tiny import one_thread  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 def preset_config(name, **changes):
     return replace(FEWSHOT, **{**load_preset(name).values, **changes})

@@ -15,12 +15,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from imle_tiny import TINY, TINY_CLI, assert_same_state, snapshot_state, tiny_images, write_png_folder
+from imle_tiny import (TINY, TINY_CLI, assert_same_state, invoke, only_run_dir, snapshot_state, tiny_images,
+                       write_png_folder)
 from rtm_plugin.imle.checkpoint import latest_snapshot, load_snapshot, save_snapshot
-from rtm_plugin.imle.cli import main
 from rtm_plugin.imle.perceptual import LPIPS_CHANNELS, vgg16_features
 from rtm_plugin.imle.train import RunOptions, Trainer
 
@@ -29,13 +28,6 @@ def keep_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-def invoke(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-def only_run_dir(outdir):
-    (name,) = os.listdir(outdir)
-    return os.path.join(outdir, name)
 
 def sigterm_at(monkeypatch, step, seen_threads=None):
     """As if Ctrl-C / SIGTERM arrived during training step `step`; records the thread count of every step."""

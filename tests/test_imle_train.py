@@ -10,18 +10,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from imle_tiny import TINY, assert_same_state, state_of, tiny_images
+from imle_tiny import TINY, assert_same_state, one_thread, state_of, tiny_images  # noqa: F401 (one_thread: a fixture)
 from rtm_plugin.imle.checkpoint import latest_snapshot, load_snapshot
 from rtm_plugin.imle.cli import main
 from rtm_plugin.imle.train import RunOptions, Trainer, learning_rate
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot when another process holds the core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 def opts(outdir, **kw):
     return RunOptions(outdir=str(outdir), snap_kimg=kw.pop('snap_kimg', 1000), grid_kimg=kw.pop('grid_kimg', 1000),
