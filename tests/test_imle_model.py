@@ -32,6 +32,9 @@ def test_official_block_string_is_cut_per_resolution():
         fewshot_blocks(48)
     with pytest.raises(ValueError, match="bad decoder block '4q1'"):
         parse_blocks('1x2,4q1')
+    for decoder in (FewShotDecoder, ConvNeXtDecoder):      # blocks that stop short of the image are refused
+        with pytest.raises(ValueError, match=r"decoder blocks '1x1,4m1' end at 4 px, not at img_resolution=8"):
+            decoder(w_dim=8, img_resolution=8, width=8, blocks='1x1,4m1')
 
 @pytest.mark.parametrize('resolution', [16, 32, 64])
 @pytest.mark.parametrize('map', ['rtm', 'mlp'])

@@ -26,8 +26,9 @@ CONVNEXT_BLOCKS = {
 NOISE_MAX_RES = 256         # App. C: spatial noise at resolutions <= 256
 NOISE_MODES = ('random', 'const', 'none')
 
-def parse_blocks(spec):
-    """'1x2,4m1,4x2' -> [(1, None), (1, None), (4, 1), (4, None), (4, None)]: (resolution, upsampled-from)."""
+def parse_blocks(spec, end=None):
+    """'1x2,4m1,4x2' -> [(1, None), (1, None), (4, 1), (4, None), (4, None)]: (resolution, upsampled-from).
+    end: the image resolution the blocks must end at."""
     blocks = []
     for token in spec.split(','):
         token = token.strip()
@@ -46,6 +47,8 @@ def parse_blocks(spec):
             raise ValueError(f'bad decoder block {token!r} in {spec!r}: expected RxK or RmS, e.g. 8x4 or 16m8') from None
     if not blocks:
         raise ValueError(f'empty decoder block string {spec!r}')
+    if end is not None and blocks[-1][0] != end:
+        raise ValueError(f'decoder blocks {spec!r} end at {blocks[-1][0]} px, not at img_resolution={end}')
     return blocks
 
 def fewshot_blocks(resolution):
@@ -199,9 +202,7 @@ class FewShotDecoder(DecoderBase):
 
     def __init__(self, w_dim, img_resolution, img_channels=3, width=384, bottleneck=0.25, blocks=None, noise=False):
         spec = fewshot_blocks(img_resolution) if blocks is None else blocks
-        layout = parse_blocks(spec)
-        if layout[-1][0] != img_resolution:
-            raise ValueError(f'decoder blocks {spec!r} end at {layout[-1][0]} px, not at img_resolution={img_resolution}')
+        layout = parse_blocks(spec, end=img_resolution)
         super().__init__(w_dim, img_resolution, img_channels, width, layout[0][0])
         self.spec = spec
         self.blocks = torch.nn.ModuleList(
@@ -281,9 +282,7 @@ class ConvNeXtDecoder(DecoderBase):
                 raise ValueError(f'App. C gives ConvNeXt layouts for {sorted(CONVNEXT_BLOCKS)} px only, got '
                                  f'{img_resolution!r}; pass a block string (--dec-blocks), e.g. {CONVNEXT_BLOCKS[32]}')
             blocks = CONVNEXT_BLOCKS[img_resolution]
-        layout = parse_blocks(blocks)
-        if layout[-1][0] != img_resolution:
-            raise ValueError(f'decoder blocks {blocks!r} end at {layout[-1][0]} px, not at img_resolution={img_resolution}')
+        layout = parse_blocks(blocks, end=img_resolution)
         super().__init__(w_dim, img_resolution, img_channels, width, layout[0][0])
         self.spec = blocks
         self.blocks = torch.nn.ModuleList(
