@@ -221,7 +221,7 @@ def generator_configs():
     return [('few-shot 256px', FEWSHOT, 16), ('CIFAR 32px', cifar, 64)]
 
 def step_latency(ctx):
-    from rtm_plugin.imle.train import build_generator
+    from rtm_plugin.imle.generator import build_generator
     from rtm_plugin.timing import interleaved_medians
     device = ctx['device']
     rows = []

@@ -21,10 +21,9 @@ from rtm_plugin.analysis.stability import trajectory_stats
 from rtm_plugin.analysis.view import GeneratorView
 from rtm_plugin.datasets.stacked_digits import make_stacked_digits
 from rtm_plugin.imle.checkpoint import save_snapshot, snapshot_name
-from rtm_plugin.imle.features import to_uint8
-from rtm_plugin.imle.generator import NoDiscriminator
-from rtm_plugin.imle.train import EVAL, build_generator, seeded
+from rtm_plugin.imle.generator import NoDiscriminator, build_generator
 from rtm_plugin.metrics.evaluate import evaluate_images
+from rtm_plugin.sampling import EVAL, seeded, to_uint8
 
 RTM_H, MLP_DEPTH = 4, 3
 TSK = dict(name='stacked_digits', num_images=100, resolution=16, seed=0)

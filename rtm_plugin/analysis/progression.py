@@ -10,7 +10,8 @@ import click
 import torch
 
 from rtm_plugin.analysis.options import common, echo_written, open_view
-from rtm_plugin.analysis.sheets import hstack, label, save_gif, save_mp4, save_png, tile, upscale, vstack
+from rtm_plugin.analysis.sheets import hstack, label, save_gif, save_mp4, vstack
+from rtm_plugin.image_grid import save_png, tile, upscale
 
 @torch.no_grad()
 def step_images(view, z, c=None, steps=None):

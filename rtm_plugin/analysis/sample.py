@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from rtm_plugin.analysis.options import common, echo_written, open_view
-from rtm_plugin.analysis.output import write_bytes, write_text
-from rtm_plugin.analysis.sheets import save_png, tile, upscale
+from rtm_plugin.files import atomic_write
+from rtm_plugin.image_grid import save_png, tile, upscale
 
 @click.command('sample')
 @click.option('--network', required=True, help='Generator (snapshot, run folder or StyleGAN2-ADA pickle)')
@@ -42,10 +42,10 @@ def command(network, num, cols, steps, halt_tol, h_min, scale, npy, outdir, seed
     if npy:
         buf = io.BytesIO()
         np.save(buf, images.numpy())
-        paths.append(write_bytes(os.path.join(outdir, 'samples.npy'), buf.getvalue()))
+        paths.append(atomic_write(os.path.join(outdir, 'samples.npy'), buf.getvalue()))
     if used is not None:
         counts = torch.bincount(used)
         click.echo(f'steps used: mean {used.float().mean():.2f}, min {int(used.min())}, max {int(used.max())}; '
                    + ', '.join(f'{h}: {int(n)}' for h, n in enumerate(counts.tolist()) if n))
-        paths.append(write_text(os.path.join(outdir, 'samples-steps.txt'), '\n'.join(map(str, used.tolist())) + '\n'))
+        paths.append(atomic_write(os.path.join(outdir, 'samples-steps.txt'), '\n'.join(map(str, used.tolist())) + '\n'))
     echo_written(paths)
