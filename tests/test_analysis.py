@@ -150,7 +150,7 @@ def test_progression_gif_frame_count_size_and_strip(nets, cli):
 def test_stability_rows_are_the_trace_step_norms(nets, cli):
     view = view_of(nets['rtm'])
     z, _ = view.latents(16, 0)
-    rows = trajectory_stats(view, z, steps=6)
+    rows = trajectory_stats(view, z, trace_len=6)
     with torch.no_grad():
         x = view.trunk_input(z)
         trace = torch.cat([view.initial_w(x)[None], view.trace(x, 6)])

@@ -16,22 +16,22 @@ from rtm_plugin.image_grid import save_png, tile, upscale
 @click.option('--network', required=True, help='Generator (snapshot, run folder or StyleGAN2-ADA pickle)')
 @click.option('--num', type=click.IntRange(min=1), default=64, show_default=True)
 @click.option('--cols', type=click.IntRange(min=1), default=8, show_default=True)
-@click.option('--steps', type=click.IntRange(min=1), help='RTM outer steps H (H_max with --halt-tol) [trained H]')
+@click.option('--steps', 'h', type=click.IntRange(min=1), help='RTM outer steps H (H_max with --halt-tol) [trained H]')
 @click.option('--halt-tol', type=click.FloatRange(min=0), help='Adaptive halting tolerance (RTM)')
 @click.option('--h-min', type=click.IntRange(min=1), default=1, show_default=True, help='Fewest steps with --halt-tol')
 @click.option('--scale', type=click.IntRange(min=1), default=1, show_default=True, help='Pixel upscaling')
 @click.option('--npy', is_flag=True, help='Also write the images as uint8 [N, C, R, R] samples.npy')
 @common()
-def command(network, num, cols, steps, halt_tol, h_min, scale, npy, outdir, seed, device, batch):
+def command(network, num, cols, h, halt_tol, h_min, scale, npy, outdir, seed, device, batch):
     """samples.png (and samples.npy; samples-steps.txt with --halt-tol)."""
     _, view = open_view(network, device)
     kw = {}
-    if steps is not None or halt_tol is not None:
+    if h is not None or halt_tol is not None:
         try:
             view.require_rtm('--steps / --halt-tol')
         except ValueError as e:
             raise click.ClickException(str(e))
-        kw['H'] = steps
+        kw['H'] = h
     if halt_tol is not None:
         kw.update(halt_tol=halt_tol, H_min=h_min)
     try:

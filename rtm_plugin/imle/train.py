@@ -181,7 +181,7 @@ class Trainer:
         t_render = time.time()
         m = match_shard(self.data_features, feats, cfg.eps, offset=own.start,
                         max_elements=cfg.knn_max_elements, backend=cfg.knn_backend)
-        index, sq_dist = merge_matches(D.all_gather_stack(m.sq_dist), D.all_gather_stack(m.index))
+        index, sq_dist = merge_matches(D.all_gather_stack(m.index), D.all_gather_stack(m.sq_dist))
         index, sq_dist = index.cpu(), sq_dist.cpu()
         rejected = int(D.all_reduce_sum(m.num_rejected, self.device))
         t_match = time.time()
@@ -401,9 +401,9 @@ class Trainer:
             bar.write(line, file=sys.stderr) if not bar.disable else self.log(line)
             append_json(os.path.join(self.opts.outdir, 'stats.jsonl'), dict(stats, timestamp=now))
             tensorboard.write(stats, self.metric_results, self.kimg, now)
-        steps = max(1, (self.step * self.cfg.batch - nimg_tick) // self.cfg.batch)
+        tick_steps = max(1, (self.step * self.cfg.batch - nimg_tick) // self.cfg.batch)
         self.write_metrics(dict(kind='train', step=self.step, kimg=self.kimg, loss=loss,
-                                lr=stats.get('Progress/lr', {}).get('mean'), sec_per_step=(now - t_tick) / steps,
+                                lr=stats.get('Progress/lr', {}).get('mean'), sec_per_step=(now - t_tick) / tick_steps,
                                 train_img_per_s=train_img_per_s))
 
     # ------------------------------------------------------------------ the loop
