@@ -29,9 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rtm_plugin.files import atomic_write
 from rtm_plugin.imle import distributed as D
-from rtm_plugin.imle.checkpoint import (OPTIONS_FILE, Snapshot, find_resume,
-                                        remove_stale_temporaries, rng_state, save_snapshot, set_rng_state,
-                                        snapshot_name)
+from rtm_plugin.imle.checkpoint import (OPTIONS_FILE, Snapshot, find_resume, remove_stale_temporaries, rng_state,
+                                        save_snapshot, set_rng_state, snapshot_name)
 from rtm_plugin.imle.config import as_dict, config_from_dict
 from rtm_plugin.imle.ema import ema_beta, ema_warning
 from rtm_plugin.imle.features import RandomProjection
