@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from rtm_plugin.imle.config import FEWSHOT
 from rtm_plugin.imle.matching import match
 from rtm_plugin.imle.perceptual import MultiScaleGradientLoss, ReconstructionLoss
-from rtm_plugin.imle.train import build_generator
+from rtm_plugin.imle.generator import build_generator
 from rtm_plugin.timing import interleaved_medians
 
 def bench_matching(n=1000, pool=20000, dim=800, eps=0.12):

@@ -36,6 +36,8 @@ from dataclasses import replace
 import click
 import torch
 
+from rtm_plugin.files import atomic_write
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ('environment', 'build', 'tests', 'sanitizer', 'bench', 'latency', 'imle', 'sg2ada')
 GPU_ONLY = ('sanitizer', 'latency', 'imle', 'sg2ada')
@@ -221,7 +223,7 @@ def generator_configs():
     return [('few-shot 256px', FEWSHOT, 16), ('CIFAR 32px', cifar, 64)]
 
 def step_latency(ctx):
-    from rtm_plugin.imle.train import build_generator
+    from rtm_plugin.imle.generator import build_generator
     from rtm_plugin.timing import interleaved_medians
     device = ctx['device']
     rows = []
@@ -375,10 +377,8 @@ def main(out, skip, quick, budget):
                f' Total {time.time() - start:.0f} s.')
     report = dict(verdict=verdict, gpu=gpu, seconds=time.time() - start, targets=TARGETS, steps=results,
                   notes=ctx.get('notes', []))
-    with open(os.path.join(out, 'gpu_check.json'), 'w') as f:
-        json.dump(report, f, indent=2, default=str)
-    with open(os.path.join(out, 'gpu_check.md'), 'w') as f:
-        f.write(markdown(report))
+    atomic_write(os.path.join(out, 'gpu_check.json'), json.dumps(report, indent=2, default=str))
+    atomic_write(os.path.join(out, 'gpu_check.md'), markdown(report))
     click.echo(verdict + f' Reports: {os.path.join(out, "gpu_check.md")}, {os.path.join(out, "gpu_check.json")}')
     sys.exit(1 if failed else 0)
 

@@ -45,7 +45,7 @@ def write_png_folder(folder, images):
 
 def snapshot_state(path):
     """state_of() for a snapshot file: G, G_ema and the matched latents."""
-    from rtm_plugin.imle.checkpoint import load_snapshot
+    from rtm_plugin.snapshots import load_snapshot
     data = load_snapshot(str(path))
     out = {f'G.{k}': v for k, v in data['G'].state_dict().items()}
     out.update({f'G_ema.{k}': v for k, v in data['G_ema'].state_dict().items()})

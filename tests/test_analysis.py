@@ -21,10 +21,9 @@ from rtm_plugin.analysis.stability import trajectory_stats
 from rtm_plugin.analysis.view import GeneratorView
 from rtm_plugin.datasets.stacked_digits import make_stacked_digits
 from rtm_plugin.imle.checkpoint import save_snapshot, snapshot_name
-from rtm_plugin.imle.features import to_uint8
-from rtm_plugin.imle.generator import NoDiscriminator
-from rtm_plugin.imle.train import EVAL, build_generator, seeded
+from rtm_plugin.imle.generator import NoDiscriminator, build_generator
 from rtm_plugin.metrics.evaluate import evaluate_images
+from rtm_plugin.sampling import EVAL, seeded, to_uint8
 
 RTM_H, MLP_DEPTH = 4, 3
 TSK = dict(name='stacked_digits', num_images=100, resolution=16, seed=0)
@@ -151,7 +150,7 @@ def test_progression_gif_frame_count_size_and_strip(nets, cli):
 def test_stability_rows_are_the_trace_step_norms(nets, cli):
     view = view_of(nets['rtm'])
     z, _ = view.latents(16, 0)
-    rows = trajectory_stats(view, z, steps=6)
+    rows = trajectory_stats(view, z, trace_len=6)
     with torch.no_grad():
         x = view.trunk_input(z)
         trace = torch.cat([view.initial_w(x)[None], view.trace(x, 6)])

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rtm_plugin.image_reader import decode_image
-from rtm_plugin.imle.data import load_images
+from rtm_plugin.image_reader import decode_image, load_images
 from rtm_plugin.metrics.image_files import read_images
 
 def gradient16():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rtm_plugin.imle.data import load_images
+from rtm_plugin.image_reader import load_images
 
 @pytest.fixture(scope='module')
 def faces():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rtm_plugin.imle.data import load_images
+from rtm_plugin.image_reader import load_images
 from rtm_plugin.imle.datacache import load_images_shared, source_key
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -132,7 +132,7 @@ def test_bf16_keeps_the_loss_finite_and_the_weights_near_fp32(tmp_path, one_thre
 
 def test_under_autocast_the_mapper_stays_fp32(one_thread):
     from rtm_plugin.imle.precision import autocast
-    from rtm_plugin.imle.train import build_generator
+    from rtm_plugin.imle.generator import build_generator
     G = build_generator(TINY)
     seen = {}
     G.mapping.register_forward_hook(lambda m, i, o: seen.__setitem__('w', o.dtype))

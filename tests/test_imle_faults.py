@@ -17,8 +17,8 @@ from imle_tiny import (TINY, TINY_CLI, assert_same_state, invoke, one_thread, on
                        snapshot_state, state_of, tiny_images)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-from rtm_plugin.imle.checkpoint import latest_snapshot, load_snapshot
 from rtm_plugin.imle.train import RunOptions, Trainer
+from rtm_plugin.snapshots import latest_snapshot, load_snapshot
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -31,25 +31,25 @@ KILL_DURING_SECOND_SNAPSHOT = r'''
 import os, signal, sys
 from dataclasses import replace
 import torch
-import rtm_plugin.cache as cache
+import rtm_plugin.files as files
 import rtm_plugin.imle.checkpoint as checkpoint
 from imle_tiny import TINY, tiny_images
 from rtm_plugin.imle.train import RunOptions, Trainer
 torch.set_num_threads(1)
-real, snapshots = cache.atomic_write, []
+real, snapshots = files.atomic_write, []
 
-def dying(path, write_fn, mode=None):
+def dying(path, data, mode=None):
     if 'network-snapshot-' in str(path):
         snapshots.append(path)
     if len(snapshots) < 2 or 'network-snapshot-' not in str(path):
-        return real(path, write_fn, mode)
+        return real(path, data, mode)
     def half_then_kill(f):
-        write_fn(f)
+        data(f)
         f.truncate(f.tell() // 2)
         f.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     return real(path, half_then_kill, mode)
-cache.atomic_write = checkpoint.atomic_write = dying
+files.atomic_write = checkpoint.atomic_write = dying
 Trainer(replace(TINY, kimg=0.16), tiny_images(), RunOptions(outdir=sys.argv[1], snap_kimg=0.04, grid_kimg=1000,
         perceptual='fallback', progress=False), log=lambda m: None).run()
 '''

@@ -74,14 +74,20 @@ def test_sharded_pool_merges_to_the_single_process_answer():
     whole = match(data, pool, eps=0.6)
     bounds = [0, 100, 101, 250, 301]
     parts = [match_shard(data, pool[a:b], 0.6, offset=a) for a, b in zip(bounds, bounds[1:])]
-    index, sq = merge_matches(torch.stack([p.sq_dist for p in parts]), torch.stack([p.index for p in parts]))
+    index, sq = merge_matches(torch.stack([p.index for p in parts]), torch.stack([p.sq_dist for p in parts]))
     assert torch.equal(index, whole.index) and torch.equal(sq, whole.sq_dist)
     assert torch.equal(torch.cat([p.rejected for p in parts]), whole.rejected)
 
 def test_merge_prefers_the_lower_index_on_ties_and_skips_empty_shards():
-    index, sq = merge_matches(torch.tensor([[1.0, math.inf], [1.0, math.inf]]),
-                              torch.tensor([[7, NO_MATCH], [3, NO_MATCH]]))
+    index, sq = merge_matches(torch.tensor([[7, NO_MATCH], [3, NO_MATCH]]),
+                              torch.tensor([[1.0, math.inf], [1.0, math.inf]]))
     assert index.tolist() == [3, NO_MATCH]
+
+def test_merge_takes_and_returns_index_then_distance():
+    """merge_matches(indices, sq_dists) -> (index, sq_dist): the order of its arguments and of Matches."""
+    index, sq = merge_matches(torch.tensor([[4, 9], [2, 5]]), torch.tensor([[0.5, 0.25], [0.75, 0.125]]))
+    assert index.dtype == torch.int64 and index.tolist() == [4, 5]
+    assert sq.tolist() == [0.5, 0.125]
 
 def test_faiss_backend_agrees():
     faiss = pytest.importorskip('faiss', reason='faiss-cpu is the optional backend (pip install faiss-cpu)')

@@ -232,7 +232,8 @@ def test_fallback_loss_properties():
 # ---------------------------------------------------------------- pickles
 
 def test_snapshot_pickle_round_trip(tmp_path):
-    from rtm_plugin.imle.checkpoint import latest_snapshot, load_snapshot, save_snapshot
+    from rtm_plugin.imle.checkpoint import save_snapshot
+    from rtm_plugin.snapshots import latest_snapshot, load_snapshot
     G = small_generator('rtm')
     data = dict(G=G, G_ema=copy.deepcopy(G).eval(), D=NoDiscriminator(), augment_pipe=None, training_set_kwargs=None)
     save_snapshot(str(tmp_path / 'network-snapshot-000010.pkl'), data)

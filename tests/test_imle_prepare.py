@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from rtm_plugin.imle.data import load_images
+from rtm_plugin.image_reader import load_images
 from rtm_plugin.imle.prepare import main, read_cifar10
 
 def make_cifar_tarball(path, per_batch=3, seed=0):
@@ -94,7 +94,7 @@ def test_folder_non_square_needs_center_crop(tmp_path):
     make_folder(tmp_path / 'shots', [(80, 64), (64, 64)])
     result = run('--source', tmp_path / 'shots', '--dest', tmp_path / 'a.zip', '--resolution', 32)
     assert result.exit_code == 1 and 'im0.png: image is 80x64, not square' in result.output
-    assert not (tmp_path / 'a.zip').exists() and not list(tmp_path.glob('.tmp-*'))
+    assert not (tmp_path / 'a.zip').exists() and not list(tmp_path.glob('.*'))     # no temporary left
     result = run('--source', tmp_path / 'shots', '--dest', tmp_path / 'a.zip', '--resolution', 32,
                  '--transform', 'center-crop')
     assert result.exit_code == 0, result.output

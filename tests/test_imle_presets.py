@@ -25,7 +25,8 @@ from rtm_plugin.imle.ema import ema_warning, initial_share
 from rtm_plugin.imle.generator import IMLEGenerator, rebuild
 from rtm_plugin.imle.presets import PRESETS, load_preset, preset_path, resolve
 from rtm_plugin.imle.protocols import EVAL_PROTOCOLS, fid_samples, num_samples, protocol_metrics
-from rtm_plugin.imle.train import RunOptions, Trainer, build_generator
+from rtm_plugin.imle.generator import build_generator
+from rtm_plugin.imle.train import RunOptions, Trainer
 
 from imle_tiny import one_thread  # noqa: F401 (a fixture)
 
@@ -176,7 +177,7 @@ def test_noisy_training_is_the_same_in_shards_and_after_resume(tmp_path):
     """With noise, a pool rendered in two shards with the per-sample seeds equals the pool rendered at once, and
     training from a snapshot reproduces the uninterrupted run bit for bit."""
     from imle_tiny import TINY, assert_same_state, state_of, tiny_images
-    from rtm_plugin.imle.train import POOL_NOISE, generate, noise_seeds
+    from rtm_plugin.sampling import POOL_NOISE, generate, noise_seeds
     cfg = replace(TINY, noise=True, decoder='convnext', dec_blocks='1x1,4m1,8m4,16m8', kimg=0.064)   # 8 steps
     images = tiny_images()
     opts = lambda d: RunOptions(outdir=str(tmp_path / d), snap_kimg=1000, grid_kimg=1000, perceptual='fallback',

@@ -2,7 +2,7 @@
 
 import os
 
-from rtm_plugin.imle.config import DEFAULT_RUN, FEWSHOT, OFFICIAL_SOURCES, markdown_table
+from rtm_plugin.imle.config import DEFAULT_RUN, FEWSHOT, OFFICIAL_SOURCES, settings_table
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
 
@@ -10,7 +10,7 @@ def test_readme_settings_table_matches_config():
     text = open(README, encoding='utf-8').read()
     start = text.index('<!-- imle-config-table')
     body = text[text.index('\n', start) + 1:text.index('<!-- /imle-config-table -->')].strip()
-    assert body == markdown_table()
+    assert body == settings_table()
 
 def test_official_sources_state_the_fewshot_values():
     for name, (value, _) in OFFICIAL_SOURCES.items():

@@ -19,9 +19,10 @@ from PIL import Image
 
 from imle_tiny import (TINY, TINY_CLI, assert_same_state, invoke, only_run_dir, snapshot_state, tiny_images,
                        write_png_folder)
-from rtm_plugin.imle.checkpoint import latest_snapshot, load_snapshot, save_snapshot
+from rtm_plugin.imle.checkpoint import save_snapshot
 from rtm_plugin.imle.perceptual import LPIPS_CHANNELS, vgg16_features
 from rtm_plugin.imle.train import RunOptions, Trainer
+from rtm_plugin.snapshots import latest_snapshot, load_snapshot
 
 @pytest.fixture(autouse=True)
 def keep_threads():

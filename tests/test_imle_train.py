@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from imle_tiny import TINY, assert_same_state, one_thread, state_of, tiny_images  # noqa: F401 (one_thread: a fixture)
-from rtm_plugin.imle.checkpoint import latest_snapshot, load_snapshot
+from rtm_plugin.snapshots import latest_snapshot, load_snapshot
 from rtm_plugin.imle.cli import main
 from rtm_plugin.imle.train import RunOptions, Trainer, learning_rate
 

@@ -275,7 +275,7 @@ def test_samples_of_a_noisy_decoder_depend_on_the_seed_alone():
     from dataclasses import replace
     from rtm_plugin.imle.config import DEFAULT_RUN
     from rtm_plugin.imle.decoders import NoiseInjection
-    from rtm_plugin.imle.train import build_generator
+    from rtm_plugin.imle.generator import build_generator
     G = build_generator(replace(DEFAULT_RUN, noise=True, z_dim=16, w_dim=16, rtm_dim=4, width=8)).eval()
     with torch.no_grad():
         for m in G.modules():                           # noise strengths start at zero: make the noise visible

@@ -42,11 +42,11 @@ def halting_report(view, reals_u8, tols, H_max, H_min=1, num_samples=10000, dete
                  mapper_us=t_fixed / len(x) * 1e6, pixel_diff=0.0, **base)]
     histograms = {}
     for tol in tols:
-        images, steps = view.images(z, c, batch=batch, H=H_max, halt_tol=tol, H_min=H_min)
+        images, used = view.images(z, c, batch=batch, H=H_max, halt_tol=tol, H_min=H_min)
         m = metrics(images)
-        histograms[tol] = torch.bincount(steps, minlength=H_max + 1)[1:].tolist()
-        rows.append(dict(tol=tol, mean_steps=float(steps.float().mean()), min_steps=int(steps.min()),
-                         max_steps=int(steps.max()), saved=1 - float(steps.float().mean()) / H_max,
+        histograms[tol] = torch.bincount(used, minlength=H_max + 1)[1:].tolist()
+        rows.append(dict(tol=tol, mean_steps=float(used.float().mean()), min_steps=int(used.min()),
+                         max_steps=int(used.max()), saved=1 - float(used.float().mean()) / H_max,
                          mapper_us=mapper_seconds(view, x, timing_repeats, H=H_max, halt_tol=tol, H_min=H_min)
                          / len(x) * 1e6,
                          pixel_diff=float((images.float() - fixed.float()).abs().mean()), **m))
@@ -59,13 +59,13 @@ def halting_report(view, reals_u8, tols, H_max, H_min=1, num_samples=10000, dete
 def plot_histograms(histograms, H_max, path, label):
     fig, axes = figure(1, 1, size=(5.0, 3.0))
     ax = axes[0, 0]
-    steps = list(range(1, H_max + 1))
+    hs = list(range(1, H_max + 1))
     for tol, counts in histograms.items():
         total = sum(counts)
-        ax.step(steps, [n / total for n in counts], where='mid', label=f'tol {tol:g}')
+        ax.step(hs, [n / total for n in counts], where='mid', label=f'tol {tol:g}')
     ax.set_xlabel('outer steps used')
     ax.set_ylabel('fraction of samples')
-    ax.set_xticks(steps if H_max <= 16 else steps[::max(1, H_max // 16)])
+    ax.set_xticks(hs if H_max <= 16 else hs[::max(1, H_max // 16)])
     ax.legend(fontsize=8)
     ax.set_title(f'{label}: adaptive halting, H_max = {H_max}', fontsize=10)
     return save_figure(fig, path)

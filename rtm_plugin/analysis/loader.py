@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtm_plugin.imle.checkpoint import load_snapshot, resolve_resume
+from rtm_plugin.snapshots import load_snapshot, resolve_snapshot
 
 UPSTREAM_MODULES = ('dnnlib', 'torch_utils', 'training', 'legacy')
 
@@ -63,7 +63,7 @@ def load_network(path, device='cpu', studiogan_cfg=None):
     if studiogan_cfg is not None:
         from rtm_plugin.analysis.studiogan_loader import load_studiogan  # pylint: disable=import-outside-toplevel
         return load_studiogan(path, studiogan_cfg, device)
-    path = resolve_resume(path)
+    path = resolve_snapshot(path)
     try:
         data = load_snapshot(path)
     except ModuleNotFoundError as e:
@@ -92,7 +92,7 @@ def real_images(net, real=None, num=10000):
         return make_stacked_digits(num, int(tsk['resolution']), seed=int(tsk.get('seed', 0)) + 1)[0]
     data = tsk.get('path')
     if data and os.path.exists(data):
-        from rtm_plugin.imle.data import load_images
+        from rtm_plugin.image_reader import load_images
         return load_images(data, int(tsk['resolution']) if tsk.get('resolution') else None, max_images=num).images
     raise ValueError(f'{net.path}: its training set ({tsk or "not recorded"}) is not available here; pass --real')
 

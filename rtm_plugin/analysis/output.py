@@ -5,7 +5,7 @@ import io
 import json
 import os
 
-from rtm_plugin.cache import atomic_write_bytes
+from rtm_plugin.files import atomic_write
 
 def format_value(v):
     if isinstance(v, bool) or v is None:
@@ -21,12 +21,6 @@ def markdown_table(rows, columns):
     lines += ['| ' + ' | '.join(format_value(row.get(c)) for c in columns) + ' |' for row in rows]
     return '\n'.join(lines) + '\n'
 
-def write_bytes(path, data):
-    return str(atomic_write_bytes(path, data))
-
-def write_text(path, text):
-    return write_bytes(path, text.encode('utf-8'))
-
 def write_table(outdir, name, rows, columns, title=None, notes=()):
     """<outdir>/<name>.md (title, table, notes) and <outdir>/<name>.csv (full precision). Returns both paths."""
     md = (f'### {title}\n\n' if title else '') + markdown_table(rows, columns)
@@ -36,11 +30,11 @@ def write_table(outdir, name, rows, columns, title=None, notes=()):
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction='ignore', lineterminator='\n')
     writer.writeheader()
     writer.writerows(rows)
-    return (write_text(os.path.join(outdir, f'{name}.md'), md), write_text(os.path.join(outdir, f'{name}.csv'),
-                                                                           buf.getvalue()))
+    return (atomic_write(os.path.join(outdir, f'{name}.md'), md),
+            atomic_write(os.path.join(outdir, f'{name}.csv'), buf.getvalue()))
 
 def write_json(path, obj):
-    return write_text(path, json.dumps(obj, indent=2) + '\n')
+    return atomic_write(path, json.dumps(obj, indent=2) + '\n')
 
 def figure(rows=1, cols=1, size=(4.0, 3.0)):
     """A matplotlib figure on the Agg backend (no display needed) and its axes."""
@@ -56,4 +50,4 @@ def save_figure(fig, path, dpi=80):
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=dpi)
     plt.close(fig)
-    return write_bytes(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue())

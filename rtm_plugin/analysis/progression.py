@@ -10,12 +10,14 @@ import click
 import torch
 
 from rtm_plugin.analysis.options import common, echo_written, open_view
-from rtm_plugin.analysis.sheets import hstack, label, save_gif, save_mp4, save_png, tile, upscale, vstack
+from rtm_plugin.analysis.sheets import hstack, label, save_gif, save_mp4, vstack
+from rtm_plugin.image_grid import save_png, tile, upscale
 
 @torch.no_grad()
-def step_images(view, z, c=None, steps=None):
-    """uint8 [S, N, C, R, R]: the samples decoded after each RTM outer step or each MLP layer."""
-    return torch.stack([view.decode(w) for w in view.trace(view.trunk_input(z, c), steps)])
+def step_images(view, z, c=None, trace_len=None):
+    """uint8 [S, N, C, R, R]: the samples decoded after each RTM outer step (1..trace_len, default the trained H)
+    or each MLP layer."""
+    return torch.stack([view.decode(w) for w in view.trace(view.trunk_input(z, c), trace_len)])
 
 def step_name(view, k, total):
     return f'step {k}/{total}' if view.kind == 'rtm' else f'{k}/{total} layers'
@@ -57,11 +59,11 @@ def command(rtm_path, mlp_path, rtm_steps, num, cols, scale, frame_ms, outdir, s
     if not rtm_path and not mlp_path:
         raise click.UsageError('give --rtm and/or --mlp')
     panels = []
-    for path, steps in ((rtm_path, rtm_steps), (mlp_path, None)):
+    for path, trace_len in ((rtm_path, rtm_steps), (mlp_path, None)):
         if path:
             _, view = open_view(path, device)
             z, c = view.latents(num, seed)
-            panels.append((view, step_images(view, z, c, steps if view.kind == 'rtm' else None)))
+            panels.append((view, step_images(view, z, c, trace_len if view.kind == 'rtm' else None)))
     frames = animation_frames(panels, cols, scale)
     paths = [save_gif(os.path.join(outdir, 'progression.gif'), frames, frame_ms=frame_ms),
              save_mp4(os.path.join(outdir, 'progression.mp4'), frames, fps=1000 / frame_ms),

@@ -1,4 +1,5 @@
-"""Image sheets for the tools: tiles with gaps, text labels, upscaling, and PNG / GIF / MP4 writers (atomic)."""
+"""Image sheets for the tools, composed of rtm_plugin.image_grid's tiles: text labels, padding, stacking, and the
+GIF / MP4 writers (atomic)."""
 
 import io
 import os
@@ -7,28 +8,10 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rtm_plugin.analysis.output import write_bytes
+from rtm_plugin.files import atomic_write
+from rtm_plugin.image_grid import BACKGROUND
 
-BACKGROUND = 255
 TEXT_HEIGHT = 14
-
-def upscale(images_u8, scale):
-    """uint8 [N, C, H, W] -> [N, C, scale*H, scale*W], nearest neighbour (pixels stay visible)."""
-    x = np.asarray(images_u8)
-    return x.repeat(scale, axis=2).repeat(scale, axis=3) if scale > 1 else x
-
-def tile(images_u8, cols, gap=2):
-    """uint8 [N, C, H, W] -> one HWC RGB array, `cols` per row, `gap` background pixels between images."""
-    x = np.asarray(images_u8)
-    if x.shape[1] == 1:
-        x = x.repeat(3, axis=1)
-    n, _, h, w = x.shape
-    rows = -(-n // cols)
-    out = np.full([rows * (h + gap) - gap, cols * (w + gap) - gap, 3], BACKGROUND, dtype=np.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        out[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = x[i].transpose(1, 2, 0)
-    return out
 
 def pad_to(array, height=None, width=None):
     h, w, _ = array.shape
@@ -59,11 +42,6 @@ def hstack(arrays, gap=8):
 def vstack(arrays, gap=8):
     return stack(arrays, 0, gap)
 
-def save_png(path, array):
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format='PNG', optimize=True)
-    return write_bytes(path, buf.getvalue())
-
 def save_gif(path, frames, frame_ms=400, last_ms=1500):
     """An endlessly looping GIF of HWC frames (one size); the last frame stays on screen for last_ms."""
     images = [Image.fromarray(f) for f in frames]
@@ -71,7 +49,7 @@ def save_gif(path, frames, frame_ms=400, last_ms=1500):
     buf = io.BytesIO()
     images[0].save(buf, format='GIF', save_all=True, append_images=images[1:], duration=durations, loop=0,
                    optimize=False, disposal=1)
-    return write_bytes(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue())
 
 def save_mp4(path, frames, fps=2.5, last_repeat=4):
     """An H.264 MP4 through imageio-ffmpeg's bundled ffmpeg; None when imageio-ffmpeg is not installed.
@@ -92,4 +70,4 @@ def save_mp4(path, frames, fps=2.5, last_repeat=4):
             writer.send(np.ascontiguousarray(f))
         writer.close()
         with open(video, 'rb') as f:
-            return write_bytes(path, f.read())
+            return atomic_write(path, f.read())

@@ -7,7 +7,8 @@ import click
 import torch
 
 from rtm_plugin.analysis.options import common, echo_written, open_view
-from rtm_plugin.analysis.sheets import label, save_png, tile, upscale, vstack
+from rtm_plugin.analysis.sheets import label, vstack
+from rtm_plugin.image_grid import save_png, tile, upscale
 
 def slerp(z0, z1, t):
     """Spherical interpolation between rows of z0 and z1 [N, D] at t in [0, 1] ([T]): [N, T, D]. Falls back to

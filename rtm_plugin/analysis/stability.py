@@ -15,11 +15,12 @@ from rtm_plugin.analysis.options import common, echo_written, open_view
 from rtm_plugin.analysis.output import figure, save_figure, write_table
 
 @torch.no_grad()
-def trajectory_stats(view, z, c=None, steps=None):
-    """[{'step', 'mean_step', 'mean_rel_step', 'ratio'}] for steps 1..S (ratio from step 2 on)."""
+def trajectory_stats(view, z, c=None, trace_len=None):
+    """[{'step', 'mean_step', 'mean_rel_step', 'ratio'}] for outer steps 1..trace_len (default the trained H;
+    ratio from step 2 on)."""
     view.require_rtm('trajectory stability')
     x = view.trunk_input(z, c)
-    trace = torch.cat([view.initial_w(x)[None], view.trace(x, steps)])         # [S + 1, N, w_dim]
+    trace = torch.cat([view.initial_w(x)[None], view.trace(x, trace_len)])     # [S + 1, N, w_dim]
     delta = (trace[1:] - trace[:-1]).norm(dim=2)                               # [S, N]
     mean = delta.mean(dim=1)
     rel = (delta / trace[1:].norm(dim=2).clamp_min(1e-12)).mean(dim=1)
@@ -36,10 +37,10 @@ def tail_contraction(rows, first):
 
 def plot_stability(rows, path, trained_h, label):
     fig, axes = figure(1, 2, size=(4.2, 3.0))
-    steps = [r['step'] for r in rows]
+    hs = [r['step'] for r in rows]
     ax = axes[0, 0]
-    ax.semilogy(steps, [r['mean_step'] for r in rows], 'o-', ms=3, label=r'mean $\|w_h - w_{h-1}\|$')
-    ax.semilogy(steps, [r['mean_rel_step'] for r in rows], 's-', ms=3, label=r'mean $\|w_h - w_{h-1}\| / \|w_h\|$')
+    ax.semilogy(hs, [r['mean_step'] for r in rows], 'o-', ms=3, label=r'mean $\|w_h - w_{h-1}\|$')
+    ax.semilogy(hs, [r['mean_rel_step'] for r in rows], 's-', ms=3, label=r'mean $\|w_h - w_{h-1}\| / \|w_h\|$')
     ax.set_xlabel('outer step h')
     ax.legend(fontsize=7)
     ax = axes[0, 1]
@@ -55,15 +56,16 @@ def plot_stability(rows, path, trained_h, label):
 
 @click.command('stability')
 @click.option('--network', required=True, help='RTM generator (snapshot, run folder or StyleGAN2-ADA pickle)')
-@click.option('--steps', type=click.IntRange(min=2), default=64, show_default=True, help='Outer steps to follow')
+@click.option('--steps', 'trace_len', type=click.IntRange(min=2), default=64, show_default=True,
+              help='Outer steps to follow')
 @click.option('--num', type=click.IntRange(min=1), default=1024, show_default=True, help='Samples')
 @common()
-def command(network, steps, num, outdir, seed, device, batch):
+def command(network, trace_len, num, outdir, seed, device, batch):
     """stability.md/.csv and stability.png: per-step change of w and its contraction factor."""
     _, view = open_view(network, device)
     try:
         z, c = view.latents(num, seed)
-        rows = trajectory_stats(view, z, c, steps)
+        rows = trajectory_stats(view, z, c, trace_len)
     except ValueError as e:
         raise click.ClickException(str(e))
     tail = tail_contraction(rows, view.depth + 1)

@@ -12,9 +12,8 @@ import inspect
 
 import torch
 
-from rtm_plugin.imle.features import to_uint8
-from rtm_plugin.imle.train import EVAL, seeded
 from rtm_plugin.rtm import pixel_norm
+from rtm_plugin.sampling import EVAL, seeded, to_uint8
 
 class GeneratorView:
     def __init__(self, G, label=None):

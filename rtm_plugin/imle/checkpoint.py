@@ -11,25 +11,19 @@ same kimg replace each other). Runs started by earlier versions named them by st
 names when resumed, so the numbers in one folder always sort in training order.
 """
 
-import glob
 import json
 import os
 import pickle
 import random
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from rtm_plugin.cache import atomic_write, atomic_write_bytes
+from rtm_plugin.files import TEMP_RE, atomic_write
+from rtm_plugin.snapshots import load_snapshot, snapshot_files
 
-SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+)\.pkl$')
-TEMP_RE = re.compile(r'^\..+\.[a-z0-9_]{8}\.tmp$')         # rtm_plugin.cache.atomic_write's temporaries
 OPTIONS_FILE = 'training_options.json'
-
-def atomic_write_text(path, text):
-    atomic_write_bytes(path, text.encode('utf-8'))
 
 def snapshot_name(step, batch=None, unit='kimg'):
     """kimg = images seen // 1000 (upstream's name); unit='step' names by step (runs of earlier versions)."""
@@ -48,21 +42,6 @@ def set_rng_state(state):
 def save_snapshot(path, data):
     atomic_write(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
 
-def load_snapshot(path):
-    """The dict of a snapshot. Needs rtm_plugin importable (classes are pickled by reference)."""
-    if os.path.getsize(path) == 0:
-        raise ValueError(f'{path}: empty file (0 bytes)')
-    try:
-        with open(path, 'rb') as f:
-            data = pickle.load(f)
-    except ImportError:                 # a pickle of classes that are not importable here (an upstream checkout)
-        raise
-    except Exception as e:              # garbage makes pickle raise almost anything
-        raise ValueError(f'{path}: not a network pickle, or truncated ({type(e).__name__}: {e})') from None
-    if not isinstance(data, dict) or 'G_ema' not in data:
-        raise ValueError(f'{path}: not an RS-IMLE or StyleGAN snapshot (no G_ema)')
-    return data
-
 @dataclass
 class Snapshot:
     """A loaded snapshot and where it came from."""
@@ -77,17 +56,6 @@ class Snapshot:
     def options(self):
         """The run options it was trained with ({} for snapshots of earlier versions)."""
         return dict((self.state or {}).get('options') or {})
-
-def snapshot_files(folder):
-    """[(number in the name, path)], highest first."""
-    found = [(int(m.group(1)), p) for p in glob.glob(os.path.join(glob.escape(folder), 'network-snapshot-*.pkl'))
-             if (m := SNAPSHOT_RE.search(p))]
-    return sorted(found, reverse=True)
-
-def latest_snapshot(folder):
-    """The snapshot with the highest number in folder, or None (nothing is loaded)."""
-    found = snapshot_files(folder)
-    return found[0][1] if found else None
 
 def read_options(folder):
     """folder's training_options.json as a dict ({} for a run of an earlier version, or no readable file)."""
@@ -142,14 +110,3 @@ def find_resume(path, log=lambda m: None):
             return Snapshot(candidate, data)
     detail = f'; skipped {"; ".join(skipped)}' if skipped else ''
     raise FileNotFoundError(f'--resume {path}: no usable network-snapshot-*.pkl in that folder{detail}')
-
-def resolve_resume(path):
-    """--resume's path as a file: itself, or the highest-numbered snapshot of a folder (not loaded)."""
-    if os.path.isdir(path):
-        found = latest_snapshot(path)
-        if found is None:
-            raise FileNotFoundError(f'--resume {path}: no network-snapshot-*.pkl in that folder')
-        return found
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'--resume {path}: no such file or folder')
-    return path

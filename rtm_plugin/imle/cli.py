@@ -74,8 +74,7 @@ def summary_line(m):
 def evaluate_generator(G, reals_u8, num_samples, detector, seed, device, batch=256):
     """Metrics of G's samples against reals, through rtm_plugin.metrics.evaluate (FID, P/R, D/C, modes)."""
     from rtm_plugin.metrics.evaluate import evaluate_images
-    from rtm_plugin.imle.features import to_uint8
-    from rtm_plugin.imle.train import EVAL, generate, seeded
+    from rtm_plugin.sampling import EVAL, generate, seeded, to_uint8
     z = torch.randn([num_samples, G.z_dim], generator=seeded(seed, EVAL))
     fakes = to_uint8(generate(G, z, batch))
     return evaluate_images(torch.as_tensor(reals_u8), fakes, detector=detector, device=device, batch_size=batch)
@@ -432,7 +431,7 @@ def main(**args):
 
 def parameter_counts(cfg):
     """Parameters of mapper and decoder, counted on the meta device (no memory, no init time)."""
-    from rtm_plugin.imle.train import build_generator
+    from rtm_plugin.imle.generator import build_generator
     with torch.device('meta'):
         G = build_generator(cfg)
     count = lambda m: sum(p.numel() for p in m.parameters())
@@ -443,7 +442,7 @@ def print_dry_run(settings, data, given):
     from rtm_plugin.imle.ema import ema_warning, initial_share
     cfg = settings.config
     if data and 'resolution' not in given:      # as a real run: the data sets the resolution
-        from rtm_plugin.imle.data import load_images
+        from rtm_plugin.image_reader import load_images
         cfg = replace(cfg, resolution=int(load_images(data, max_images=1).images.shape[-1]))
         settings.sources['resolution'] = 'the data'
     try:

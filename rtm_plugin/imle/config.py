@@ -122,7 +122,7 @@ def config_from_dict(d):
 def as_dict(cfg):
     return asdict(cfg)
 
-def markdown_table():
+def settings_table():
     """The README's settings table: each official default with its source, and the default run's changes."""
     rows = ['| setting | few-shot default | source (SerChirag/rs-imle) | default run | why |', '|---|---|---|---|---|']
     for name in list(OFFICIAL_SOURCES) + [k for k in DEFAULT_RUN_REASONS if k not in OFFICIAL_SOURCES]:

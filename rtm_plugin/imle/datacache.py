@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtm_plugin.cache import atomic_write, atomic_write_bytes, cache_dir
+from rtm_plugin.files import atomic_write, cache_dir
+from rtm_plugin.image_reader import ImageSet, iter_images, list_sources
 from rtm_plugin.imle import distributed as D
-from rtm_plugin.imle.data import ImageSet, iter_images
 
 FORMAT = 1                  # bump when the decoded bytes of the same source would change
 DATA_FILE, META_FILE = 'images.u8', 'meta.json'
@@ -111,12 +111,11 @@ def _write(folder, path, resolution, skip_bad, max_images):
         raise
     meta = dict(format=FORMAT, source=os.path.abspath(path), shape=[len(names), *state['shape']], names=names,
                 skipped=skipped, resolution=resolution, skip_bad=bool(skip_bad), max_images=max_images)
-    atomic_write_bytes(os.path.join(folder, META_FILE), json.dumps(meta).encode())
+    atomic_write(os.path.join(folder, META_FILE), json.dumps(meta))
     return meta
 
 def _count_sources(path):
-    from rtm_plugin.imle.data import _list_sources
-    return len(_list_sources(path))
+    return len(list_sources(path))
 
 def load_images_shared(path, resolution=None, skip_bad=False, max_images=None, log=print, root=None):
     """The dataset as a read-only uint8 memmap [N, 3, R, R] (a CachedImageSet), decoded at most once per node.

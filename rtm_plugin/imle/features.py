@@ -32,11 +32,3 @@ class RandomProjection:
                              f'got {list(images.shape)}')
         out = [F.normalize(x.flatten(1).float() @ self.matrix, p=2, dim=1) for x in images.split(self.batch)]
         return torch.cat(out) if out else torch.zeros([0, self.dim], device=self.matrix.device)
-
-def to_signed(images_u8):
-    """uint8 [0, 255] -> float [-1, 1], as the official preprocess."""
-    return images_u8.float() / 127.5 - 1
-
-def to_uint8(images):
-    """Generator output (no tanh) -> uint8, clamped."""
-    return ((images.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

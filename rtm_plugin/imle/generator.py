@@ -27,6 +27,19 @@ def build_decoder(kind, w_dim, img_resolution, img_channels, **kwargs):
         return StyleGAN2Decoder(w_dim, img_resolution, img_channels, **kwargs)
     raise ValueError(f'decoder must be one of {DECODERS}, got {kind!r}')
 
+def build_generator(cfg):
+    """The IMLEGenerator an IMLEConfig describes (rtm_plugin.imle.config)."""
+    if cfg.map == 'rtm':
+        mapping_kwargs = dict(H=cfg.rtm_h, L=cfg.rtm_l, tokens=cfg.rtm_tokens, token_dim=cfg.rtm_dim, block=cfg.rtm_block)
+    else:
+        mapping_kwargs = dict(num_layers=cfg.mlp_layers)
+    decoder_kwargs = {'fewshot': dict(width=cfg.width, bottleneck=cfg.bottleneck, blocks=cfg.dec_blocks, noise=cfg.noise),
+                      'convnext': dict(width=cfg.width, blocks=cfg.dec_blocks, noise=cfg.noise)}.get(cfg.decoder, {})
+    if cfg.noise and cfg.decoder not in ('fewshot', 'convnext'):
+        raise ValueError(f'--noise applies to the fewshot and convnext decoders; {cfg.decoder} has its own noise inputs')
+    return IMLEGenerator(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
+                         map=cfg.map, mapping_kwargs=mapping_kwargs, decoder=cfg.decoder, decoder_kwargs=decoder_kwargs)
+
 def plain_linear_(module):
     """Turn every equalised-lr layer into a plain torch Linear in effect: unit gains and torch's default
     init (weights U(+-1/sqrt(fan_in)), zero biases), so Adam steps every weight and bias by ~lr as the

@@ -115,9 +115,10 @@ def _match_shard_faiss(data, pool, eps, offset):
         best_i = keep[torch.from_numpy(ids[:, 0].astype('int64'))] + offset
     return Matches(best_i, best_d, rejected)
 
-def merge_matches(sq_dists, indices):
-    """Per-rank winners [K, N] -> the global nearest (lowest index on ties, as one process would pick)."""
-    sq_dists, indices = torch.as_tensor(sq_dists), torch.as_tensor(indices)
+def merge_matches(indices, sq_dists):
+    """Per-rank winners [K, N] (index, squared distance; Matches' order) -> (index, sq_dist) [N] of the global
+    nearest (lowest index on ties, as one process would pick)."""
+    indices, sq_dists = torch.as_tensor(indices), torch.as_tensor(sq_dists)
     none = torch.iinfo(torch.int64).max
     best = sq_dists.min(dim=0).values
     candidates = torch.where((sq_dists == best) & (indices != NO_MATCH), indices, none)

@@ -15,9 +15,7 @@ import io
 import json
 import os
 import pickle
-import shutil
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 
@@ -26,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from rtm_plugin import __version__
+from rtm_plugin.files import atomic_write
 
 CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'       # of the file at CIFAR10_URL
@@ -58,7 +57,7 @@ def read_cifar10(path, split='train'):
     return np.concatenate(images), np.concatenate(labels)
 
 def _rgb(img):
-    """RGB, with alpha composited onto white (as rtm_plugin.imle.data reads images)."""
+    """RGB, with alpha composited onto white (as rtm_plugin.image_reader reads images)."""
     if img.mode == 'P':
         img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
     if img.mode in ('RGBA', 'LA', 'PA'):
@@ -92,13 +91,12 @@ def folder_images(path, resolution=None, transform=None):
         yield name, np.asarray(img, dtype=np.uint8)
 
 def write_dataset_zip(dest, images, labels=None):
-    """Write (uint8 [R, R, 3]) images as dataset_tool.py does; atomic (temp file, then rename). Returns N."""
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix='.tmp-', suffix='.zip')
-    os.close(fd)
-    names, shape = [], None
-    try:
-        with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED) as zf:
+    """Write (uint8 [R, R, 3]) images as dataset_tool.py does; atomic (rtm_plugin.files). Returns N."""
+    names = []
+
+    def write(f):
+        shape = None
+        with zipfile.ZipFile(f, 'w', compression=zipfile.ZIP_STORED) as zf:
             for idx, img in enumerate(images):
                 if shape is None:
                     shape = img.shape
@@ -115,25 +113,22 @@ def write_dataset_zip(dest, images, labels=None):
                 raise ValueError('no images to write')
             meta = {'labels': None if labels is None else [[n, int(l)] for n, l in zip(names, labels)]}
             zf.writestr('dataset.json', json.dumps(meta))
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(os.path.abspath(dest), write)
     return len(names)
 
 def download(url, folder, md5=None):
-    """Fetch url (http(s) or file://) into folder; check md5 when given. Returns the local path."""
+    """Fetch url (http(s) or file://) into folder, atomically; check md5 when given. Returns the local path."""
     path = os.path.join(folder, os.path.basename(url.split('?')[0]) or 'download')
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + '.part'
-    with urllib.request.urlopen(url) as response, open(tmp, 'wb') as f:
-        shutil.copyfileobj(response, f)
-    if md5 is not None:
-        got = hashlib.md5(open(tmp, 'rb').read()).hexdigest()
-        if got != md5:
-            os.remove(tmp)
-            raise ValueError(f'{url}: md5 {got}, expected {md5}')
-    os.replace(tmp, path)
+
+    def write(f):
+        digest = hashlib.md5()
+        with urllib.request.urlopen(url) as response:
+            for block in iter(lambda: response.read(1 << 20), b''):
+                digest.update(block)
+                f.write(block)
+        if md5 is not None and digest.hexdigest() != md5:
+            raise ValueError(f'{url}: md5 {digest.hexdigest()}, expected {md5}')
+    atomic_write(path, write)
     return path
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], show_default=True))

@@ -7,8 +7,8 @@ The decoder runs under --amp's autocast; the projection always in fp32, so eps i
 
 import torch
 
-from rtm_plugin.imle.features import to_signed
 from rtm_plugin.imle.precision import autocast
+from rtm_plugin.sampling import to_signed
 
 @torch.no_grad()
 def render_features(G, z, projection, device, batch=256, amp='off', seeds=None):

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from rtm_plugin.cache import atomic_write_bytes
+from rtm_plugin.files import atomic_write
 
 def jsonable(value):
     """value with numpy scalars made Python numbers and non-finite floats made None, recursively."""
@@ -80,7 +80,7 @@ def repair(path, keep=lambda record: True):
         else:
             dropped += 1
     if dropped:
-        atomic_write_bytes(path, b''.join(kept))
+        atomic_write(path, b''.join(kept))
     return dropped
 
 class TickStats:

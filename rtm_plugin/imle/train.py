@@ -27,62 +27,29 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from rtm_plugin.files import atomic_write
 from rtm_plugin.imle import distributed as D
-from rtm_plugin.imle.checkpoint import (OPTIONS_FILE, SNAPSHOT_RE, Snapshot, atomic_write_text, find_resume,
-                                        remove_stale_temporaries, rng_state, save_snapshot, set_rng_state,
-                                        snapshot_name)
+from rtm_plugin.imle.checkpoint import (OPTIONS_FILE, Snapshot, find_resume, remove_stale_temporaries, rng_state,
+                                        save_snapshot, set_rng_state, snapshot_name)
 from rtm_plugin.imle.config import as_dict, config_from_dict
 from rtm_plugin.imle.ema import ema_beta, ema_warning
-from rtm_plugin.imle.features import RandomProjection, to_signed, to_uint8
-from rtm_plugin.imle.generator import IMLEGenerator, NoDiscriminator
+from rtm_plugin.imle.features import RandomProjection
+from rtm_plugin.imle.generator import NoDiscriminator, build_generator
 from rtm_plugin.imle.matching import NO_MATCH, match_shard, merge_matches, pool_size
 from rtm_plugin.imle.optim import build_optimizer
 from rtm_plugin.imle.perceptual import ReconstructionLoss, build_perceptual
 from rtm_plugin.imle.precision import autocast, check_amp, grad_scaler
 from rtm_plugin.imle.render import project_images, render_features
 from rtm_plugin.imle.runlog import TensorBoard, TickStats, append_json, jsonable, repair
-
-# Purposes of the seeded random streams.
-ORDER, POOL, PERTURB, INIT, GRID, PROJECTION, EVAL = range(1, 8)
-NOISE, POOL_NOISE, EVAL_NOISE = 8, 9, 10   # per-sample seeds of the decoder's spatial noise (batches, pools, metrics)
-
-def seeded(seed, purpose, counter=0):
-    state = np.random.SeedSequence([int(seed), purpose, int(counter)]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-def noise_seeds(seed, purpose, counter, n):
-    """n per-sample noise seeds (see DecoderBase.make_noise) for the stream (seed, purpose, counter)."""
-    return torch.randint(1 << 62, [n], generator=seeded(seed, purpose, counter))
-
-def build_generator(cfg):
-    if cfg.map == 'rtm':
-        mapping_kwargs = dict(H=cfg.rtm_h, L=cfg.rtm_l, tokens=cfg.rtm_tokens, token_dim=cfg.rtm_dim, block=cfg.rtm_block)
-    else:
-        mapping_kwargs = dict(num_layers=cfg.mlp_layers)
-    decoder_kwargs = {'fewshot': dict(width=cfg.width, bottleneck=cfg.bottleneck, blocks=cfg.dec_blocks, noise=cfg.noise),
-                      'convnext': dict(width=cfg.width, blocks=cfg.dec_blocks, noise=cfg.noise)}.get(cfg.decoder, {})
-    if cfg.noise and cfg.decoder not in ('fewshot', 'convnext'):
-        raise ValueError(f'--noise applies to the fewshot and convnext decoders; {cfg.decoder} has its own noise inputs')
-    return IMLEGenerator(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=cfg.resolution, img_channels=3,
-                         map=cfg.map, mapping_kwargs=mapping_kwargs, decoder=cfg.decoder, decoder_kwargs=decoder_kwargs)
+from rtm_plugin.sampling import (GRID, INIT, NOISE, ORDER, PERTURB, POOL, POOL_NOISE, PROJECTION, generate,
+                                 noise_seeds, seeded, to_signed, to_uint8)
+from rtm_plugin.snapshots import SNAPSHOT_RE
 
 def learning_rate(cfg, step, num_images):
     """Linear warm-up over warmup_iters steps, then StepLR by completed epochs (as the official scheduler)."""
     warm = min(1.0, (step + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
     epochs = step * cfg.batch // num_images
     return cfg.lr * warm * cfg.lr_decay_gamma ** (epochs // cfg.lr_decay_epochs)
-
-@torch.no_grad()
-def generate(G, z, batch=256, seeds=None):
-    """Images (float, raw decoder output) for latents z, in eval mode, without tracking w_avg. seeds: one noise
-    seed per latent (decoders with noise injection), else their noise comes from the global RNG."""
-    was_training = G.training
-    G.eval()
-    device = next(G.parameters()).device
-    kw = lambda i: {} if seeds is None else dict(noise_seeds=seeds[i * batch:(i + 1) * batch])
-    out = torch.cat([G(zz.to(device), **kw(i)).cpu() for i, zz in enumerate(z.split(batch))]) if len(z) else torch.zeros(0)
-    G.train(was_training)
-    return out
 
 def dataset_fingerprint(images_u8):
     """sha1 of the images' bytes (C order), read a slice at a time: a memory-mapped dataset is never copied whole."""
@@ -213,7 +180,7 @@ class Trainer:
         t_render = time.time()
         m = match_shard(self.data_features, feats, cfg.eps, offset=own.start,
                         max_elements=cfg.knn_max_elements, backend=cfg.knn_backend)
-        index, sq_dist = merge_matches(D.all_gather_stack(m.sq_dist), D.all_gather_stack(m.index))
+        index, sq_dist = merge_matches(D.all_gather_stack(m.index), D.all_gather_stack(m.sq_dist))
         index, sq_dist = index.cpu(), sq_dist.cpu()
         rejected = int(D.all_reduce_sum(m.num_rejected, self.device))
         t_match = time.time()
@@ -378,7 +345,7 @@ class Trainer:
                                         dataset_fingerprint=self.fingerprint, num_images=self.num,
                                         num_gpus=self.world, run_dir=os.path.abspath(self.opts.outdir))),
                           indent=2, sort_keys=True)
-        atomic_write_text(os.path.join(self.opts.outdir, OPTIONS_FILE), text + '\n')
+        atomic_write(os.path.join(self.opts.outdir, OPTIONS_FILE), text + '\n')
 
     def repair_logs(self):
         """On resume: delete the temporaries of interrupted writes, drop torn log lines and what was logged
@@ -402,7 +369,7 @@ class Trainer:
     def save_grid(self, name=None):
         if self.rank != 0:
             return
-        from rtm_plugin.imle.grid import save_grid
+        from rtm_plugin.image_grid import save_grid
         n = self.opts.grid_size
         z = torch.randn([n * n, self.cfg.z_dim], generator=seeded(self.cfg.seed, GRID))
         save_grid(os.path.join(self.opts.outdir, name or f'fakes{self.step * self.cfg.batch // 1000:06d}.png'),
@@ -433,9 +400,9 @@ class Trainer:
             bar.write(line, file=sys.stderr) if not bar.disable else self.log(line)
             append_json(os.path.join(self.opts.outdir, 'stats.jsonl'), dict(stats, timestamp=now))
             tensorboard.write(stats, self.metric_results, self.kimg, now)
-        steps = max(1, (self.step * self.cfg.batch - nimg_tick) // self.cfg.batch)
+        tick_steps = max(1, (self.step * self.cfg.batch - nimg_tick) // self.cfg.batch)
         self.write_metrics(dict(kind='train', step=self.step, kimg=self.kimg, loss=loss,
-                                lr=stats.get('Progress/lr', {}).get('mean'), sec_per_step=(now - t_tick) / steps,
+                                lr=stats.get('Progress/lr', {}).get('mean'), sec_per_step=(now - t_tick) / tick_steps,
                                 train_img_per_s=train_img_per_s))
 
     # ------------------------------------------------------------------ the loop
@@ -449,7 +416,7 @@ class Trainer:
         if self.rank == 0:
             os.makedirs(opts.outdir, exist_ok=True)
         if self.resumed_from is None and self.step == 0 and self.rank == 0:
-            from rtm_plugin.imle.grid import save_grid
+            from rtm_plugin.image_grid import save_grid
             n = opts.grid_size
             save_grid(os.path.join(opts.outdir, 'reals.png'), self.images[:n * n], n)
             self.save_grid('fakes_init.png')

@@ -69,7 +69,7 @@ def main(real_path, fake_path, metrics, detectors, resize, batch, device, cache_
     rtm-eval --real digits.npy --fake samples/ --metrics fid10k_full,modes10k --detector digits
     """
     import torch
-    from rtm_plugin.cache import atomic_write
+    from rtm_plugin.files import atomic_write
     from rtm_plugin.metrics.detectors import DetectorDownloadError
     from rtm_plugin.metrics.metric_main import calc_metric, parse_metric, report_metric, with_detector
     try:
@@ -112,7 +112,7 @@ def main(real_path, fake_path, metrics, detectors, resize, batch, device, cache_
         click.echo(lines[-1])
     if out:
         try:
-            atomic_write(out, lambda f: f.write(''.join(line + '\n' for line in lines).encode()))
+            atomic_write(out, ''.join(line + '\n' for line in lines))
         except OSError as e:
             raise click.ClickException(_os_error(e, 'give --out a file in a writable folder (the results are on '
                                                     'stdout above)'))

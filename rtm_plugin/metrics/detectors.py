@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from rtm_plugin.cache import atomic_write, cache_dir as resolve_cache_dir
+from rtm_plugin.files import atomic_write, cache_dir as resolve_cache_dir
 from rtm_plugin.metrics.images import as_uint8_images, run_batched
 
 DETECTOR_URLS = {

@@ -5,7 +5,7 @@ CLASSIFIER half of rtm_plugin.datasets.stacked_digits.digit_split(), the half th
 accuracy on the stacking half is an honest held-out figure. An image [N, 3, H, W] is read channel by channel: each channel is
 area-resized to 8x8 and classified, and the mode is 100 r + 10 g + b.
 
-The weights are cached under rtm_plugin.cache.cache_dir() (~/.cache/rtm_plugin, or $RTM_CACHE_DIR); the file
+The weights are cached under rtm_plugin.files.cache_dir() (~/.cache/rtm_plugin, or $RTM_CACHE_DIR); the file
 records the training recipe and a fingerprint of the split, and a stale or unreadable file is rebuilt.
 """
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtm_plugin.cache import atomic_write, cache_dir as resolve_cache_dir
+from rtm_plugin.files import atomic_write, cache_dir as resolve_cache_dir
 from rtm_plugin.datasets.stacked_digits import NUM_MODES, digit_split, load_digits_uint8, upsample
 from rtm_plugin.metrics.images import as_uint8_images, run_batched
 from rtm_plugin.metrics.modes import mode_stats  # noqa: F401  (the contract allows mode_stats here too)

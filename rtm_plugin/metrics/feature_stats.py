@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rtm_plugin.cache import atomic_write, cache_dir as resolve_cache_dir
+from rtm_plugin.files import atomic_write, cache_dir as resolve_cache_dir
 
 STATS_VERSION = 1
 

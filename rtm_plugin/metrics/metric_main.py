@@ -31,6 +31,7 @@ import torch
 from rtm_plugin.metrics.feature_stats import (ReferenceStats, load_stats, save_stats, stats_cache_path,
                                               stream_features)
 from rtm_plugin.metrics.image_files import ImageStream, open_images
+from rtm_plugin.sampling import EVAL, EVAL_NOISE, generate, noise_seeds, seeded, to_uint8   # the trainer's sampling
 
 class MetricWarning(UserWarning):
     """A metric was computed on too few samples to mean much, or against statistics of unknown provenance."""
@@ -139,10 +140,6 @@ def resolve_detector(spec, detector=None, device='cpu', cache_dir=None):
 # ----------------------------------------------------------------------------------------------------------------
 # Generated images
 
-def _to_uint8(images):
-    """Generator output in [-1, 1] -> uint8, as the trainer saves its samples."""
-    return ((images.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
 class GeneratedImages(ImageStream):
     """`count` samples of G (eval mode, w_avg untouched), z drawn in blocks of Z_BLOCK from seeded generators, so
     the samples depend on the seed alone, not on the batch size."""
@@ -155,7 +152,6 @@ class GeneratedImages(ImageStream):
         self.shape = (channels, resolution, resolution) if channels and resolution else None
 
     def batches(self, batch_size):
-        from rtm_plugin.imle.train import EVAL, EVAL_NOISE, generate, noise_seeds, seeded   # the trainer's sampling
         # A decoder with noise injection takes one noise seed per sample, so its samples too depend on the seed alone.
         noisy = hasattr(getattr(self.G, 'synthesis', None), 'make_noise')
         for start in range(0, self.count, self.Z_BLOCK):
@@ -164,7 +160,7 @@ class GeneratedImages(ImageStream):
             seeds = noise_seeds(self.seed, EVAL_NOISE, block, n) if noisy else None
             for i, zz in enumerate(z.split(batch_size)):
                 part = None if seeds is None else seeds[i * batch_size:(i + 1) * batch_size]
-                yield _to_uint8(generate(self.G, zz, batch_size, seeds=part)).numpy()
+                yield to_uint8(generate(self.G, zz, batch_size, seeds=part)).numpy()
 
     def fingerprint(self):
         return None                 # a generator's samples are never cached

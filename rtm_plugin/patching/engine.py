@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import List, Optional
 
-from rtm_plugin.cache import atomic_write_bytes
+from rtm_plugin.files import atomic_write
 from rtm_plugin.patching import yaml_overlay
 from rtm_plugin.patching.spec import MARKER, NEW_FILES, AddFile, ComposeYAML, FilePatch, Insert, Target
 
@@ -378,9 +378,6 @@ def _check_writable(root: Path, paths) -> None:
                             f'make it writable first')
     if problems:
         raise PatchError('; '.join(problems) + '; nothing was changed')
-
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    atomic_write_bytes(path, data, mode)
 
 def _write_record(root: Path, record: dict) -> None:
     atomic_write(root / RECORD_DIR / RECORD_FILE, (json.dumps(record, indent=2) + '\n').encode('utf-8'), 0o644)

@@ -35,7 +35,7 @@ def build(work):
 def check(work):
     from rtm_plugin.analysis.loader import load_network
     from rtm_plugin.analysis.view import GeneratorView
-    from rtm_plugin.imle.features import to_uint8
+    from rtm_plugin.sampling import to_uint8
     out = {}
     for name in ('rtm', 'mlp'):
         net = load_network(os.path.join(work, f'{name}.pkl'))

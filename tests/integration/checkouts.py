@@ -11,6 +11,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+# The variable naming each upstream checkout -> what it must point at (the commit the patches are written for).
+CHECKOUT_VARIABLES = {'RTM_SG2ADA_DIR': 'a stylegan2-ada-pytorch checkout (NVlabs, d72cc7d)',
+                      'RTM_SG3_DIR': 'a stylegan3 checkout (NVlabs, c233a91)',
+                      'RTM_STUDIOGAN_DIR': 'a PyTorch-StudioGAN checkout (POSTECH-CVLab, 947b35e)'}
+
+def upstream_checkout(variable):
+    """(the checkout's path or None, a skip marker for the module's pytestmark when the variable is not set)."""
+    import pytest                   # pylint: disable=import-outside-toplevel  (the drivers import this module too)
+    path = os.environ.get(variable)
+    reason = f'set {variable} to {CHECKOUT_VARIABLES[variable]} to run these integration tests'
+    return path, pytest.mark.skipif(not path, reason=reason)
+
 def copy_checkout(src, dst: Path, skip=()) -> Path:
     """A copy of the checkout at `src`, without .git, caches and the folders in `skip`."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns('.git', '__pycache__', *skip), symlinks=True)

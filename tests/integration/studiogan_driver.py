@@ -324,7 +324,7 @@ def cmd_analyse():
     from rtm_plugin.analysis import cli  # pylint: disable=import-outside-toplevel
     from rtm_plugin.analysis.loader import load_network  # pylint: disable=import-outside-toplevel
     from rtm_plugin.analysis.view import GeneratorView  # pylint: disable=import-outside-toplevel
-    from rtm_plugin.imle.features import to_uint8  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.sampling import to_uint8  # pylint: disable=import-outside-toplevel
     if not os.path.isdir(os.path.join(WORK, 'ckpt-rtm')):
         cmd_checkpoints()
     os.environ['RTM_STUDIOGAN_DIR'] = os.path.dirname(os.getcwd())

@@ -16,15 +16,13 @@ import PIL.Image
 import pytest
 import torch
 
+import checkouts
 from rtm_plugin.patching import engine
 from rtm_plugin.patching.targets import load_target
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name('analysis_sg2ada_driver.py')
-UPSTREAM = os.environ.get('RTM_SG2ADA_DIR')
-
-pytestmark = pytest.mark.skipif(not UPSTREAM, reason='set RTM_SG2ADA_DIR to a stylegan2-ada-pytorch checkout '
-                                                     '(NVlabs, d72cc7d) to run these integration tests')
+UPSTREAM, pytestmark = checkouts.upstream_checkout('RTM_SG2ADA_DIR')
 
 class Features(torch.nn.Module):
     """A stand-in TorchScript detector with upstream's call signature (no download needed)."""

@@ -17,15 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
+import checkouts
 from rtm_plugin.datasets.stacked_digits import make_stacked_digits
 from rtm_plugin.metrics.detectors import DETECTOR_URLS
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name('metrics_sg2ada_driver.py')
-UPSTREAM = os.environ.get('RTM_SG2ADA_DIR')
-
-pytestmark = pytest.mark.skipif(not UPSTREAM, reason='set RTM_SG2ADA_DIR to a stylegan2-ada-pytorch checkout '
-                                                     '(NVlabs, d72cc7d) to run these integration tests')
+UPSTREAM, pytestmark = checkouts.upstream_checkout('RTM_SG2ADA_DIR')
 
 class StandIn(torch.nn.Module):
     """Upstream's detector signature: uint8 [N, 3, H, W] -> 64 features, or a softmax over 10 classes."""

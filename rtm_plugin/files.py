@@ -1,13 +1,16 @@
-"""Where rtm_plugin keeps downloaded and self-trained files, and how it writes them without leaving half a file.
+"""Where rtm_plugin keeps downloaded and self-trained files, and the one way it writes a file: atomically.
 
 The cache root is `$RTM_CACHE_DIR` when set, else `~/.cache/rtm_plugin`. Every write goes to a temporary file in
-the target's own directory and is renamed into place with os.replace, so a killed process leaves either the old
-file or the new one, never a truncated one.
+the target's own directory (`.<name>.<random>.tmp`, see TEMP_RE) and is renamed into place with os.replace, so a
+killed process leaves either the old file or the new one, never a truncated one.
 """
 
 import os
+import re
 import tempfile
 from pathlib import Path
+
+TEMP_RE = re.compile(r'^\..+\.[a-z0-9_]{8}\.tmp$')     # the temporaries atomic_write leaves when it is killed
 
 def cache_dir(*parts, root=None):
     """The cache root (or `root` when given) joined with `parts`; nothing is created."""
@@ -21,15 +24,19 @@ def _default_mode():
     os.umask(umask)
     return 0o666 & ~umask
 
-def atomic_write(path, write_fn, mode=None):
-    """Create `path` atomically: write_fn(file_object) fills a temporary sibling, which then replaces `path`.
-    The file gets permission bits `mode`, by default those a plain open() would give."""
+def atomic_write(path, data, mode=None):
+    """Create `path` atomically and return it (a Path). `data`: bytes, a str (written as UTF-8), or a callable
+    that fills the binary file object it is given. The file gets permission bits `mode`, by default those a
+    plain open() would give."""
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    write = data if callable(data) else (lambda f: f.write(data))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
-            write_fn(f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode() if mode is None else mode)
@@ -39,6 +46,3 @@ def atomic_write(path, write_fn, mode=None):
             os.remove(tmp)
         raise
     return path
-
-def atomic_write_bytes(path, data, mode=None):
-    return atomic_write(path, lambda f: f.write(data), mode)
