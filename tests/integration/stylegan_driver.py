@@ -176,9 +176,9 @@ def cmd_steps(work, name):
     with torch.no_grad():
         default = G.mapping(z, c)
         override = G.mapping(z, c, H=2)
-        halt_none = G.mapping(z, c, halt_tol=0.0)                   # tol 0: every sample runs all H steps
-        halt_all = G.mapping(z, c, halt_tol=1e9, H_min=1)           # huge tol: every sample stops at H_min
-        halt_steps = G.mapping.trunk.halt_steps.tolist()
+        halt_none, _ = G.mapping(z, c, halt_tol=0.0)                # tol 0: every sample runs all H steps
+        halt_all, halt_steps = G.mapping(z, c, halt_tol=1e9, H_min=1)   # huge tol: every sample stops at H_min
+        halt_steps = halt_steps.tolist()
         one_step = G.mapping(z, c, H=1)
         rtm_options.set_rtm_steps(G, 2)
         after_set = G.mapping(z, c)
