@@ -17,7 +17,7 @@ self-attention (the paper's Table 5 ablation).
 With use_fused ('auto' by default), f runs as one C++/CUDA op and the no-grad steps as one op call
 (torch_utils_ext/rtm_fused.py); the attention block, and any setting the op cannot run, use the code here.
 
-The mapper head (the end of this file) is what every mapping network does around its trunk: z/c normalisation,
+The mapper head (mapper_forward) is what every mapping network does around its trunk: z/c normalisation,
 the w_avg update, broadcast and truncation, as upstream's MappingNetwork.forward.
 
 This file imports only torch and math (and, optionally, the fused op). StyleGAN checkouts pickle a

@@ -63,7 +63,7 @@ class GeneratorView:
             if 'halt_tol' not in inspect.signature(self.trunk.forward).parameters:
                 raise ValueError('this pickle embeds an RTM source without adaptive halting (older than halt_tol)')
             out = self.trunk(x, **trunk_kwargs)
-            # Pickles written before halting returned its steps carry a trunk that keeps them in halt_steps.
+            # The trunk of a pickle from before the shared head returns w alone and keeps the steps in halt_steps.
             return out if isinstance(out, tuple) else (out, self.trunk.halt_steps)
         if self.trunk is not None:
             return self.trunk(x, **trunk_kwargs)
