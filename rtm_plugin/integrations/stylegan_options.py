@@ -8,9 +8,11 @@ import click
 import torch
 
 from rtm_plugin import rtm
-from rtm_plugin.integrations.trunk_options import DEFAULTS, STYLEGAN_KEYS, to_trunk_kwargs
+from rtm_plugin.integrations import trunk_options
+from rtm_plugin.integrations.trunk_options import STYLEGAN_KEYS, to_trunk_kwargs
 
-BLOCK_TYPES = rtm.BLOCK_TYPES       # the patched train.py's --rtm-block choices, with DEFAULTS for its help
+# What the patched train.py's click options read: --rtm-block's choices, and the defaults its --rtm-* help shows.
+BLOCK_TYPES, DEFAULTS = rtm.BLOCK_TYPES, trunk_options.DEFAULTS
 
 def _flag(option):
     return '--' + option.replace('_', '-')
