@@ -17,6 +17,9 @@ self-attention (the paper's Table 5 ablation).
 With use_fused ('auto' by default), f runs as one C++/CUDA op and the no-grad steps as one op call
 (torch_utils_ext/rtm_fused.py); the attention block, and any setting the op cannot run, use the code here.
 
+The mapper head (mapper_forward) is what every mapping network does around its trunk: z/c normalisation,
+the w_avg update, broadcast and truncation, as upstream's MappingNetwork.forward.
+
 This file imports only torch and math (and, optionally, the fused op). StyleGAN checkouts pickle a
 network together with the source of the module defining each class (torch_utils/persistence.py), and
 such a pickle must load where rtm_plugin is not installed. So: classes at top level, no relative
@@ -160,8 +163,7 @@ def update_w_avg(w_avg, w, beta):
     batch without a finite row (or with no rows) leaves w_avg as it is: one bad sample must not make w_avg, and
     every truncated sample after it, NaN for good. The arithmetic is in float32 at least (as rms_norm's statistics),
     whatever the dtypes of w and w_avg, so a .half() or .bfloat16() mapper keeps its half w_avg. The skip is a
-    torch.where, not a Python branch: no host sync in the training loop. Shared by every mapper class; the
-    StyleGAN2-ADA one calls it through RecursiveTokenMapper.update_w_avg, which a pickle carries with rtm.py's source.
+    torch.where, not a Python branch: no host sync in the training loop. Shared by every mapper class (mapper_forward).
     """
     dtype = torch.promote_types(torch.promote_types(w.dtype, w_avg.dtype), torch.float32)
     w = w.detach().to(dtype)
@@ -172,11 +174,75 @@ def update_w_avg(w_avg, w, beta):
     w_avg.copy_(torch.where(count > 0, mean.lerp(avg, beta), avg))
 
 #----------------------------------------------------------------------------
+# The mapper head: what every mapping network (rtm_plugin.mapping's, the StyleGAN and StudioGAN subclasses) does
+# around its trunk, as upstream's MappingNetwork.forward. It reads only attributes that upstream's MappingNetwork
+# has too: z_dim, c_dim, embed, w_avg_beta, w_avg, num_ws, trunk, training. It lives here, not in mapping.py,
+# because a StyleGAN pickle carries this file's source: the subclasses there call it as trunk.mapper_forward.
+
+def mapper_input(mapper, z, c):
+    """Normalised [z, embed(c)] [N, z_dim + embed features], as upstream feeds its first layer."""
+    parts = []
+    if mapper.z_dim > 0:
+        parts.append(pixel_norm(_check_2d('z', z, mapper.z_dim).float()))
+    if mapper.c_dim > 0:
+        if c is None:
+            raise ValueError(f'c is required: this mapper was built with c_dim={mapper.c_dim}')
+        _check_2d('c', c, mapper.c_dim)
+        if parts and c.shape[0] != z.shape[0]:
+            raise ValueError(f'z and c disagree on the batch size: {z.shape[0]} vs {c.shape[0]}')
+        parts.append(pixel_norm(mapper.embed(c.float())))
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+def broadcast_and_truncate(mapper, w, truncation_psi=1, truncation_cutoff=None):
+    """w [N, w_dim] -> a contiguous [N, num_ws, w_dim] (or [N, w_dim] when num_ws is None), pulled toward w_avg
+    by truncation_psi in the first truncation_cutoff ws (all when None)."""
+    if mapper.num_ws is not None:
+        w = w.unsqueeze(1).repeat([1, mapper.num_ws, 1])        # a real copy: upstream's loss writes into it
+    if truncation_psi != 1:
+        w_avg = getattr(mapper, 'w_avg', None)
+        if w_avg is None:
+            raise ValueError('truncation needs w_avg: this mapper was built with w_avg_beta=None or num_ws=None')
+        w_avg = w_avg.to(w.dtype)                               # a .half() mapper keeps a half w_avg
+        if mapper.num_ws is None or truncation_cutoff is None:
+            w = w_avg.lerp(w, truncation_psi)
+        else:
+            w[:, :truncation_cutoff] = w_avg.lerp(w[:, :truncation_cutoff], truncation_psi)
+    return w.contiguous()
+
+def mapper_forward(mapper, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=None,
+                   skip_w_avg_update=False, return_trace=False, **trunk_options):
+    """The whole forward of a mapping network. w_avg moves when update_emas is true; when it is None (not given),
+    as the mapper's upstream tree has it: in training mode unless skip_w_avg_update where
+    mapper.w_avg_follows_training (stylegan2-ada-pytorch), never otherwise (stylegan3, StudioGAN).
+    trunk_options (H, L, halt_tol, H_min, use_fused; None = not given) go to the trunk. Returns ws, or
+    (ws, trace) with return_trace (trace [steps, N, num_ws, w_dim], truncated alike), or (ws, steps) with halt_tol."""
+    trunk_options = {k: v for k, v in trunk_options.items() if v is not None and not (k == 'H_min' and v == 1)}
+    if return_trace:
+        trunk_options['return_trace'] = True
+    out = mapper.trunk(mapper_input(mapper, z, c), **trunk_options)
+    w, extra = out if isinstance(out, tuple) else (out, None)      # (w, trace) or (w, steps)
+    if update_emas is None:
+        update_emas = mapper.w_avg_follows_training and mapper.training and not skip_w_avg_update
+    if update_emas and mapper.w_avg_beta is not None and getattr(mapper, 'w_avg', None) is not None:
+        update_w_avg(mapper.w_avg, w, mapper.w_avg_beta)
+    ws = broadcast_and_truncate(mapper, w, truncation_psi, truncation_cutoff)
+    if return_trace:
+        extra = torch.stack([broadcast_and_truncate(mapper, t, truncation_psi, truncation_cutoff) for t in extra])
+    return ws if extra is None else (ws, extra)
+
+def _check_2d(name, t, dim):
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f'{name} must be a tensor of shape [N, {dim}], got {type(t).__name__}')
+    if t.ndim != 2 or t.shape[1] != dim:
+        raise ValueError(f'{name} must have shape [N, {dim}], got {list(t.shape)}')
+    return t
+
+#----------------------------------------------------------------------------
 
 class RecursiveTokenMapper(torch.nn.Module):
     """x [N, in_features] -> w [N, w_dim]. The parameter count does not depend on H or L."""
 
-    update_w_avg = staticmethod(update_w_avg)   # for mappers that must not import rtm_plugin (pickles; see above)
+    mapper_forward = staticmethod(mapper_forward)   # for mappers that must not import rtm_plugin (pickles; see above)
 
     def __init__(self,
         in_features,                # Input features: z_dim, or z_dim + embed_features when conditional.
@@ -243,8 +309,8 @@ class RecursiveTokenMapper(torch.nn.Module):
         return self.readout(z_H.flatten(1))
 
     def forward(self, x, H=None, L=None, return_trace=False, use_fused=None, halt_tol=None, H_min=1):
-        """Returns w, or (w, trace) where trace[h] is the w read out after outer step h+1 (trace[-1] == w).
-        use_fused overrides the constructor's choice for this call. halt_tol (inference only): see halt()."""
+        """Returns w, or (w, trace) where trace[h] is the w read out after outer step h+1 (trace[-1] == w), or with
+        halt_tol (inference only) (w, steps): see halt(). use_fused overrides the constructor's choice for this call."""
         H = self.H if H is None else check_positive_int('H', H)
         L = self.L if L is None else check_positive_int('L', L)
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.in_features:
@@ -278,7 +344,7 @@ class RecursiveTokenMapper(torch.nn.Module):
         """Adaptive halting: each sample stops after the first step h >= H_min whose relative change
         ||w_h - w_{h-1}|| / ||w_h|| is below tol (w_0 = the read-out of H_init), and after H_max at the latest.
         Finished rows are frozen: later steps compute only the active rows. Builds no graph.
-        Records the steps each sample used in self.halt_steps (LongTensor [N])."""
+        Returns (w, steps): steps [N] (long) is the outer steps each sample used."""
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
             raise ValueError(f'halt_tol must be a non-negative number, got {tol!r}')
         if check_positive_int('H_min', H_min) > H_max:
@@ -300,8 +366,7 @@ class RecursiveTokenMapper(torch.nn.Module):
                 active = active.masked_select(change >= tol)
             if len(active) == 0:
                 break
-        self.halt_steps = steps
-        return w
+        return w, steps
 
     def extra_repr(self):
         return (f'tokens={self.tokens}, token_dim={self.token_dim}, H={self.H}, L={self.L}, '

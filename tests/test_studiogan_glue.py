@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from rtm_plugin.integrations import studiogan_options as options
+from rtm_plugin.integrations.trunk_options import DEFAULTS
 from rtm_plugin.integrations.studiogan_checkpoints import MapperMismatchError, check_mapper, describe_mapper
 from rtm_plugin.mapping import RTMMappingNetwork
 from rtm_plugin.patching import engine, yaml_overlay
@@ -135,24 +136,24 @@ def test_studiogan_spec_overlays_and_config_defaults_agree():
     # config.py must get a default for every key the overlay and the glue use (unknown keys are errors there).
     config = next(c for c in target.changes if c.path == 'src/config.py')
     defaults = re.findall(r'self\.STYLEGAN\.(\w+) = (.+)', ''.join(e.text for e in config.edits))
-    assert dict(defaults) == {'mapping_type': '"mlp"', **{key: '"N/A"' for key in options.RTM_KEYS}}
-    assert set(overlays['configs/rtm.yaml']['STYLEGAN']) == {'mapping_type', *options.RTM_KEYS}
+    assert dict(defaults) == {'mapping_type': '"mlp"', **{key: '"N/A"' for key in options.STUDIOGAN_KEYS}}
+    assert set(overlays['configs/rtm.yaml']['STYLEGAN']) == {'mapping_type', *options.STUDIOGAN_KEYS}
 
 #----------------------------------------------------------------------------
 # Config checks (studiogan_options)
 
 def stylegan(**keys):
-    base = dict(mapping_type='mlp', mapping_network=2, **{key: 'N/A' for key in options.RTM_KEYS})
+    base = dict(mapping_type='mlp', mapping_network=2, **{key: 'N/A' for key in options.STUDIOGAN_KEYS})
     return SimpleNamespace(**{**base, **keys})
 
 def test_config_checks_and_defaults():
     model = SimpleNamespace(backbone='stylegan2')
     options.check_config(model, stylegan())
     options.check_config(model, stylegan(mapping_type='rtm', rtm_h=4))
-    assert options.trunk_kwargs(stylegan(mapping_type='rtm', rtm_h=4)) == dict(options.DEFAULTS, H=4)
+    assert options.trunk_kwargs(stylegan(mapping_type='rtm', rtm_h=4)) == dict(DEFAULTS, H=4)
     assert options.describe(stylegan()) == 'mlp (2 layers)'
     assert options.describe(stylegan(mapping_type='rtm', rtm_block='attention')).startswith(
-        f'rtm (rtm_h={options.DEFAULTS["H"]}, ')
+        f'rtm (rtm_h={DEFAULTS["H"]}, ')
     for keys, message in [(dict(mapping_type='MLP'), 'must be "mlp"'),
                           (dict(rtm_l=2), 'STYLEGAN.rtm_l: RTM settings, but'),
                           (dict(mapping_type='rtm', rtm_block='conv'), 'rtm_block must be one of mlp, attention'),

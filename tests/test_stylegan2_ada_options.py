@@ -1,11 +1,14 @@
 """The glue the patched stylegan2-ada-pytorch and stylegan3 scripts call, without upstream (the checkout tests are in
 integration/)."""
 
+import inspect
+
 import click
 import pytest
 import torch
 
 from rtm_plugin.integrations import stylegan_options as opts
+from rtm_plugin.integrations.trunk_options import DEFAULTS, STUDIOGAN_KEYS, STYLEGAN_KEYS
 from rtm_plugin.rtm import RecursiveTokenMapper
 
 def test_map_rtm_fills_mapping_kwargs_with_core_defaults():
@@ -39,6 +42,17 @@ def test_bad_options_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         opts.configure_mapping(mapping_kwargs, **kwargs)
     assert mapping_kwargs == {'num_layers': 8}
+
+def test_trial_build_does_not_move_the_seeded_rng():
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    opts.configure_mapping({}, map='rtm', rtm_h=4)
+    assert torch.equal(torch.rand(4), expected)
+
+def test_both_upstreams_map_their_keys_to_the_trunk_arguments():
+    assert set(STYLEGAN_KEYS.values()) == set(STUDIOGAN_KEYS.values()) == set(DEFAULTS)
+    assert set(DEFAULTS) <= set(inspect.signature(RecursiveTokenMapper).parameters)
 
 def test_stylegan3_train_options_pass_map_depth_on():
     train_opts = dict(map='mlp', map_depth=3, rtm_h=None, rtm_l=None, rtm_tokens=None, rtm_dim=None, rtm_block=None,

@@ -1,7 +1,8 @@
 """One interface over the mappers the tools meet, so every tool works on every generator the loader returns:
 
-    rtm_plugin mappers (RTMMappingNetwork / MLPMappingNetwork: .features, .trunk),
-    the StyleGAN2-ADA RTM subclass (.trunk_input, .trunk) and upstream's MLP MappingNetwork (.fc0 ... .fcN-1).
+    rtm_plugin's mapper classes (mapping.py, the StyleGAN and StudioGAN subclasses: .mapper_kind, .trunk), the
+    pickles of older StyleGAN RTM subclasses (.mapper_kind = 'rtm', .trunk) and upstream's MLP MappingNetwork
+    (no mapper_kind, .fc0 ... .fcN-1).
 
 The mapper is split into trunk input (normalised z and label embedding), trunk (z -> one w) and broadcast to
 num_ws, so the tools can read the trunk step by step: RTM after each outer step, the MLP after each layer.
@@ -12,22 +13,21 @@ import inspect
 
 import torch
 
-from rtm_plugin.rtm import pixel_norm
+from rtm_plugin.rtm import mapper_input
 from rtm_plugin.sampling import EVAL, seeded, to_uint8
 
 class GeneratorView:
     def __init__(self, G, label=None):
         self.G = G
         self.mapping = G.mapping
-        self.trunk = getattr(self.mapping, 'trunk', None)
-        if self.trunk is not None and hasattr(self.trunk, 'H_init'):
-            self.kind, self.depth = 'rtm', self.trunk.H
-        elif self.trunk is not None and hasattr(self.trunk, 'layers'):
-            self.kind, self.depth = 'mlp', self.trunk.num_layers
-        elif hasattr(self.mapping, 'fc0'):
-            self.kind, self.depth = 'mlp', self.mapping.num_layers
-        else:
+        self.kind = getattr(self.mapping, 'mapper_kind', 'mlp')         # upstream's own MappingNetwork: 'mlp'
+        self.trunk = getattr(self.mapping, 'trunk', None)               # None: upstream's fc0 ... fcN-1
+        if self.kind not in ('rtm', 'mlp') or (self.kind == 'rtm' and self.trunk is None):
             raise ValueError(f'unknown mapping network {type(self.mapping).__name__}: expected an RTM or MLP mapper')
+        if self.kind == 'rtm':
+            self.depth = self.trunk.H
+        else:                                   # rtm_plugin's MLP keeps its layers in a trunk, upstream's as fc{i}
+            self.depth = (self.mapping if self.trunk is None else self.trunk).num_layers
         self.label = label or self.describe()
         self.device = next(G.parameters()).device
 
@@ -50,24 +50,20 @@ class GeneratorView:
         return z, c
 
     def trunk_input(self, z, c=None):
-        z = z.to(self.device)
-        c = None if c is None else c.to(self.device)
-        if hasattr(self.mapping, 'features'):                   # rtm_plugin.mapping
-            return self.mapping.features(z, c)
-        if hasattr(self.mapping, 'trunk_input'):                # the StyleGAN2-ADA RTM subclass
-            return self.mapping.trunk_input(z, torch.zeros([len(z), 0]) if c is None else c)
-        parts = [pixel_norm(z.float())] if self.mapping.z_dim else []   # upstream MappingNetwork, as its forward
-        if self.mapping.c_dim:
-            parts.append(pixel_norm(self.mapping.embed(c.float())))
-        return torch.cat(parts, dim=1)
+        """Normalised [z, embed(c)], as every mapper's forward (upstream's and older pickles' included) computes it:
+        rtm.mapper_input reads only upstream's attributes."""
+        return mapper_input(self.mapping, z.to(self.device), None if c is None else c.to(self.device))
 
     # ------------------------------------------------------------------ the trunk
     def w(self, x, **trunk_kwargs):
-        """One w per sample. RTM keywords: H, L, use_fused, halt_tol, H_min."""
-        if 'halt_tol' in trunk_kwargs:
+        """One w per sample. RTM keywords: H, L, use_fused, halt_tol, H_min; with halt_tol, (w, steps per sample)."""
+        if trunk_kwargs.get('halt_tol') is not None:
             self.require_rtm('adaptive halting')
             if 'halt_tol' not in inspect.signature(self.trunk.forward).parameters:
                 raise ValueError('this pickle embeds an RTM source without adaptive halting (older than halt_tol)')
+            out = self.trunk(x, **trunk_kwargs)
+            # The trunk of a pickle from before the shared head returns w alone and keeps the steps in halt_steps.
+            return out if isinstance(out, tuple) else (out, self.trunk.halt_steps)
         if self.trunk is not None:
             return self.trunk(x, **trunk_kwargs)
         if trunk_kwargs:
@@ -115,7 +111,9 @@ class GeneratorView:
         out, steps = [], []
         for i in range(0, len(z), batch):
             cc = None if c is None else c[i:i + batch]
-            out.append(self.decode(self.w(self.trunk_input(z[i:i + batch], cc), **trunk_kwargs)))
+            w = self.w(self.trunk_input(z[i:i + batch], cc), **trunk_kwargs)
             if trunk_kwargs.get('halt_tol') is not None:
-                steps.append(self.trunk.halt_steps.cpu())
+                w, used = w
+                steps.append(used.cpu())
+            out.append(self.decode(w))
         return torch.cat(out), (torch.cat(steps) if steps else None)

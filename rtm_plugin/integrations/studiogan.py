@@ -8,19 +8,21 @@ rtm_plugin freely. It imports `models.stylegan2`, so it is imported from inside 
 
 from models import stylegan2
 
-from rtm_plugin.mapping import MappingNetworkBase
-from rtm_plugin.rtm import RecursiveTokenMapper, update_w_avg
+from rtm_plugin.mapping import MapperHead
+from rtm_plugin.rtm import RecursiveTokenMapper
 
-class RTMMappingNetwork(stylegan2.MappingNetwork):
+class RTMMappingNetwork(MapperHead, stylegan2.MappingNetwork):
     """Upstream's embed and w_avg (built with num_layers=0), with the Recursive Token Mapper as the trunk.
 
     Contract, as upstream's: forward(z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False) with c
     one-hot (ignored when c_dim == 0), w_avg updated only when update_emas, and a contiguous [N, num_ws, w_dim]
-    result that callers may write into (style mixing does). Every parameter takes part in every forward:
+    result that callers may write into (style mixing does); plus the per-call options of every rtm_plugin mapper
+    (MapperHead.forward: H, L, halt_tol, H_min, return_trace, use_fused). Every parameter takes part in every forward:
     StudioGAN wraps G.mapping alone in DDP without find_unused_parameters. The trunk's carries H_init/L_init are
     fixed buffers, so the EMA generator's verbatim buffer copy leaves them equal in G and G_ema.
     """
     mapper_kind = 'rtm'
+    w_avg_follows_training = False      # as upstream's: w_avg moves only when update_emas
 
     def __init__(self, z_dim, c_dim, w_dim, num_ws, embed_features=None, lr_multiplier=0.01, w_avg_beta=0.998,
                  **trunk_kwargs):
@@ -34,16 +36,3 @@ class RTMMappingNetwork(stylegan2.MappingNetwork):
         self.embed_features = 0 if c_dim == 0 else (w_dim if embed_features is None else embed_features)
         self.trunk = RecursiveTokenMapper(z_dim + self.embed_features, w_dim, lr_multiplier=lr_multiplier,
                                           **trunk_kwargs)
-
-    # Upstream's input normalisation, broadcast and truncation, as rtm_plugin's own drop-in mapper does them.
-    features = MappingNetworkBase.features
-    broadcast_and_truncate = MappingNetworkBase.broadcast_and_truncate
-    extra_repr = MappingNetworkBase.extra_repr
-
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, H=None, L=None):
-        """Upstream's contract, plus H/L to override the trunk's steps for this call (None = as built)."""
-        w = self.trunk(self.features(z, c), H=H, L=L)
-        if update_emas and self.w_avg_beta is not None and hasattr(self, 'w_avg'):
-            update_w_avg(self.w_avg, w, self.w_avg_beta)        # skips non-finite rows; any dtype
-        return self.broadcast_and_truncate(w, truncation_psi, truncation_cutoff)
-

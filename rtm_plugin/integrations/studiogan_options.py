@@ -5,48 +5,30 @@ Imports nothing from StudioGAN at module level (config.py imports it early); the
 an RTM mapper is built.
 """
 
-import inspect
-
 import torch
 
-from rtm_plugin import rtm
+from rtm_plugin.integrations.trunk_options import STUDIOGAN_KEYS, to_trunk_kwargs
 
-MAPPERS = ('mlp', 'rtm')
-# STYLEGAN key -> RecursiveTokenMapper argument. "N/A" (the default in config.py) = the RTM default.
-RTM_KEYS = {'rtm_h': 'H', 'rtm_l': 'L', 'rtm_tokens': 'tokens', 'rtm_token_dim': 'token_dim', 'rtm_block': 'block'}
-DEFAULTS = {name: p.default for name, p in inspect.signature(rtm.RecursiveTokenMapper).parameters.items()
-            if name in RTM_KEYS.values()}
-UNSET = 'N/A'
+MAPPING_TYPES = ('mlp', 'rtm')      # the values of STYLEGAN.mapping_type
+UNSET = 'N/A'                       # an RTM key's default in the patched config.py: the RTM's own default
 
 def mapping_type(STYLEGAN):  # pylint: disable=invalid-name
     return getattr(STYLEGAN, 'mapping_type', 'mlp')
 
 def trunk_kwargs(STYLEGAN):  # pylint: disable=invalid-name
     """The RecursiveTokenMapper arguments the YAML sets, RTM defaults for the rest; ValueError naming the key."""
-    given = {key: getattr(STYLEGAN, key, UNSET) for key in RTM_KEYS}
+    given = {key: getattr(STYLEGAN, key, UNSET) for key in STUDIOGAN_KEYS}
     given = {key: value for key, value in given.items() if value != UNSET}
-    for key, value in given.items():
-        if key == 'rtm_block':
-            if value not in rtm.BLOCK_TYPES:
-                raise ValueError(f'STYLEGAN.{key} must be one of {", ".join(rtm.BLOCK_TYPES)}, got {value!r}')
-        else:
-            rtm.check_positive_int(f'STYLEGAN.{key}', value)
-    kwargs = {**DEFAULTS, **{RTM_KEYS[key]: value for key, value in given.items()}}
-    try:
-        with torch.random.fork_rng(devices=[]):       # a trial build for the cross-key checks (heads | token width)
-            rtm.RecursiveTokenMapper(1, 1, **kwargs)  # must not move the seeded RNG
-    except ValueError as err:
-        raise ValueError(f'STYLEGAN RTM keys: {err}') from None
-    return kwargs
+    return to_trunk_kwargs(given, STUDIOGAN_KEYS, lambda key: f'STYLEGAN.{key}', 'STYLEGAN RTM keys')
 
 def check_config(MODEL, STYLEGAN):  # pylint: disable=invalid-name
     """At start-up: a known mapper, RTM keys only with the RTM mapper, and only on the stylegan2 backbone."""
     kind = mapping_type(STYLEGAN)
-    if kind not in MAPPERS:
+    if kind not in MAPPING_TYPES:
         raise ValueError(f'STYLEGAN.mapping_type must be "mlp" (StyleGAN\'s mapping network) or "rtm" (Recursive '
                          f'Token Mapper), got {kind!r}')
     if kind == 'mlp':
-        stray = [key for key in RTM_KEYS if getattr(STYLEGAN, key, UNSET) != UNSET]
+        stray = [key for key in STUDIOGAN_KEYS if getattr(STYLEGAN, key, UNSET) != UNSET]
         if stray:
             raise ValueError(f'STYLEGAN.{", STYLEGAN.".join(stray)}: RTM settings, but STYLEGAN.mapping_type is '
                              f'"mlp"; set mapping_type: "rtm" (or drop them)')
@@ -59,7 +41,7 @@ def describe(STYLEGAN):  # pylint: disable=invalid-name
     """One line for the log."""
     if mapping_type(STYLEGAN) == 'rtm':
         kwargs = trunk_kwargs(STYLEGAN)
-        return ('rtm (' + ', '.join(f'{key}={kwargs[name]}' for key, name in RTM_KEYS.items()) +
+        return ('rtm (' + ', '.join(f'{key}={kwargs[name]}' for key, name in STUDIOGAN_KEYS.items()) +
                 f'; STYLEGAN.mapping_network={STYLEGAN.mapping_network} is not used)')
     return f'mlp ({STYLEGAN.mapping_network} layers)'
 

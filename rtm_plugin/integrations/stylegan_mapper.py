@@ -14,8 +14,6 @@ __file__, and everything the classes share lives here (a pickle carries this one
 
 import inspect
 
-import torch
-from torch_utils import misc
 from torch_utils import persistence
 
 try:                                        # NVlabs/stylegan3: two generator families, w_avg moves on update_emas
@@ -31,10 +29,6 @@ except ImportError:     # loading a pickle: fine. Constructing a new mapper says
     rtm = None
 
 #----------------------------------------------------------------------------
-
-def normalize_2nd_moment(x, eps=1e-8):
-    """As upstream's mapping networks normalise z and the label embedding."""
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 def check_buildable(trunk_kwargs):
     if rtm is None:
@@ -61,42 +55,22 @@ class RTMMapper:
     other shapes.
     """
     mapper_kind = 'rtm'
+    w_avg_follows_training = networks_stylegan3 is None    # stylegan2-ada-pytorch: in training mode; stylegan3: never
 
     def build_trunk(self, embed_dim, lr_multiplier, trunk_kwargs):
         rtm.make_persistent(persistence.persistent_class)  # the trunk pickles with rtm.py's source
         self.trunk = rtm.RecursiveTokenMapper(self.z_dim + embed_dim, self.w_dim, lr_multiplier=lr_multiplier,
                                               **trunk_kwargs)
 
-    def trunk_input(self, z, c):
-        """Normalised [z, embed(c)], as upstream's mapping network feeds its first layer."""
-        parts = []
-        if self.z_dim > 0:
-            misc.assert_shape(z, [None, self.z_dim])
-            parts.append(normalize_2nd_moment(z.to(torch.float32)))
-        if self.c_dim > 0:
-            misc.assert_shape(c, [None, self.c_dim])
-            parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-
-    def map(self, z, c, truncation_psi, truncation_cutoff, update_w_avg, H, L, halt_tol, H_min):
-        """Upstream's forward with the trunk in place of the layers. H/L override the trunk's steps for this
-        call (None = as built); halt_tol/H_min: adaptive halting at inference (RecursiveTokenMapper.halt)."""
-        halting = {} if halt_tol is None else dict(halt_tol=halt_tol, H_min=H_min)
-        w = self.trunk(self.trunk_input(z, c), H=H, L=L, **halting)
-        if update_w_avg and self.w_avg_beta is not None:
-            # rtm.update_w_avg (non-finite rows skipped, any dtype), reached through the trunk: a pickle loaded
-            # without rtm_plugin has it there, from the rtm.py source the trunk pickles with.
-            self.trunk.update_w_avg(self.w_avg, w, self.w_avg_beta)
-        if self.num_ws is not None:
-            w = w.unsqueeze(1).repeat([1, self.num_ws, 1])      # a copy: the loss writes into it
-        if truncation_psi != 1:
-            assert self.w_avg_beta is not None, 'truncation needs w_avg (w_avg_beta is None)'
-            w_avg = self.w_avg.to(w.dtype)                      # a .half() mapper keeps a half w_avg
-            if self.num_ws is None or truncation_cutoff is None:
-                w = w_avg.lerp(w, truncation_psi)
-            else:
-                w[:, :truncation_cutoff] = w_avg.lerp(w[:, :truncation_cutoff], truncation_psi)
-        return w.contiguous()
+    def forward(self, z, c=None, truncation_psi=1, truncation_cutoff=None, *, update_emas=None,
+                skip_w_avg_update=False, H=None, L=None, halt_tol=None, H_min=1, return_trace=False, use_fused=None):
+        """Upstream's contract in either tree (w_avg_follows_training says when w_avg moves if update_emas is not
+        given), plus H, L (None = as built), halt_tol/H_min (adaptive halting: returns (ws, steps)), return_trace
+        and use_fused: the signature of every rtm_plugin mapper. The head is rtm.mapper_forward, reached through the
+        trunk: a pickle loaded without rtm_plugin has it there, from the rtm.py source the trunk pickles with."""
+        return self.trunk.mapper_forward(self, z, c, truncation_psi, truncation_cutoff, update_emas,
+                                         skip_w_avg_update, return_trace, H=H, L=L, halt_tol=halt_tol, H_min=H_min,
+                                         use_fused=use_fused)
 
 #----------------------------------------------------------------------------
 
@@ -114,13 +88,6 @@ class RTMMappingNetwork(RTMMapper, networks.MappingNetwork):
         self.build_trunk(0 if c_dim == 0 else (w_dim if embed_features is None else embed_features), lr_multiplier,
                          trunk_kwargs)
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, skip_w_avg_update=False,
-                H=None, L=None, halt_tol=None, H_min=1):
-        """Upstream's contract in either tree (stylegan3: w_avg moves when update_emas; stylegan2-ada-pytorch: in
-        training mode unless skip_w_avg_update), plus H, L, halt_tol and H_min."""
-        update = update_emas if networks_stylegan3 is not None else (self.training and not skip_w_avg_update)
-        return self.map(z, c, truncation_psi, truncation_cutoff, update, H, L, halt_tol, H_min)
-
 if networks_stylegan3 is not None:
     @persistence.persistent_class
     class RTMMappingNetworkSG3(RTMMapper, networks_stylegan3.MappingNetwork):
@@ -133,10 +100,5 @@ if networks_stylegan3 is not None:
             super().__init__(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=num_ws, num_layers=0,
                              lr_multiplier=lr_multiplier, w_avg_beta=w_avg_beta)
             self.build_trunk(0 if c_dim == 0 else w_dim, lr_multiplier, trunk_kwargs)
-
-        def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, H=None, L=None,
-                    halt_tol=None, H_min=1):
-            """Upstream's contract (w_avg moves when update_emas), plus H, L, halt_tol and H_min."""
-            return self.map(z, c, truncation_psi, truncation_cutoff, update_emas, H, L, halt_tol, H_min)
 
 #----------------------------------------------------------------------------

@@ -4,25 +4,22 @@ options, --resume across mapper kinds, and --rtm-steps in the generation scripts
 Only the patched scripts import this module; it is never pickled, so it may use rtm_plugin freely.
 """
 
-import inspect
-
 import click
 import torch
 
 from rtm_plugin import rtm
+from rtm_plugin.integrations import trunk_options
+from rtm_plugin.integrations.trunk_options import STYLEGAN_KEYS, to_trunk_kwargs
 
-# train.py option -> RecursiveTokenMapper argument.
-OPTION_KEYS = {'rtm_h': 'H', 'rtm_l': 'L', 'rtm_tokens': 'tokens', 'rtm_dim': 'token_dim', 'rtm_block': 'block'}
-DEFAULTS = {name: p.default for name, p in inspect.signature(rtm.RecursiveTokenMapper).parameters.items()
-            if name in OPTION_KEYS.values()}
-BLOCK_TYPES = rtm.BLOCK_TYPES
+# What the patched train.py's click options read: --rtm-block's choices, and the defaults its --rtm-* help shows.
+BLOCK_TYPES, DEFAULTS = rtm.BLOCK_TYPES, trunk_options.DEFAULTS
 
 def _flag(option):
     return '--' + option.replace('_', '-')
 
 def train_options(opts):
     """The values of --map, --map-depth and the --rtm-* options in stylegan3's train.py (its `opts`)."""
-    return {name: opts[name] for name in ('map', 'map_depth', *OPTION_KEYS)}
+    return {name: opts[name] for name in ('map', 'map_depth', *STYLEGAN_KEYS)}
 
 def configure_mapping(mapping_kwargs, map=None, map_depth=None, **options):  # pylint: disable=redefined-builtin
     """Fill G's mapping_kwargs from --map and the --rtm-* values (None = not given); return the run-name suffix.
@@ -30,7 +27,7 @@ def configure_mapping(mapping_kwargs, map=None, map_depth=None, **options):  # p
     --map=mlp (or no --map) leaves upstream's settings and run name exactly as they were. map_depth: stylegan3's
     --map-depth, the MLP's depth, which an RTM mapper does not have.
     """
-    unknown = set(options) - set(OPTION_KEYS)
+    unknown = set(options) - set(STYLEGAN_KEYS)
     if unknown:
         raise TypeError(f'unknown RTM options: {sorted(unknown)}')
     given = {name: value for name, value in options.items() if value is not None}
@@ -44,17 +41,7 @@ def configure_mapping(mapping_kwargs, map=None, map_depth=None, **options):  # p
     if map_depth is not None:
         raise ValueError('--map-depth is the depth of the MLP mapper; the RTM mapper\'s is set by --rtm-h (outer steps) '
                          'and --rtm-l (inner cycles)')
-    for name, value in given.items():
-        if name == 'rtm_block':
-            if value not in BLOCK_TYPES:
-                raise ValueError(f'--rtm-block must be one of {", ".join(BLOCK_TYPES)}, got {value!r}')
-        else:
-            rtm.check_positive_int(_flag(name), value)
-    trunk = {**DEFAULTS, **{OPTION_KEYS[name]: value for name, value in given.items()}}
-    try:
-        rtm.RecursiveTokenMapper(1, 1, **trunk)     # cross-option checks, e.g. attention heads | token width
-    except ValueError as err:
-        raise ValueError(f'RTM options: {err}') from None
+    trunk = to_trunk_kwargs(given, STYLEGAN_KEYS, _flag, 'RTM options')
 
     mapping_kwargs.pop('num_layers', None)          # the MLP's depth; RTM's depth is H x L
     mapping_kwargs.update(map='rtm', **trunk)
@@ -64,7 +51,7 @@ def configure_mapping(mapping_kwargs, map=None, map_depth=None, **options):  # p
 def describe_mapping(mapping_kwargs):
     """One line for train.py's summary."""
     if mapping_kwargs.get('map') == 'rtm':
-        return 'rtm (' + ', '.join(f'{key}={mapping_kwargs[key]}' for key in OPTION_KEYS.values()) + ')'
+        return 'rtm (' + ', '.join(f'{key}={mapping_kwargs[key]}' for key in STYLEGAN_KEYS.values()) + ')'
     layers = mapping_kwargs.get('num_layers')
     return 'mlp' + (f' ({layers} layers)' if layers is not None else '')
 

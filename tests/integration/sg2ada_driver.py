@@ -4,7 +4,8 @@
 
 Commands: build (options -> G/D, one StyleGAN2Loss step, pickles, resume), load (pickle round trip, identical
 images), steps (--rtm-steps expectations), metric (dc50k5_full plumbing), custom_op (get_plugin after a build),
-w_avg (the pickled mapper in training mode: NaN row, empty batch, fp16/bf16).
+w_avg (the pickled mapper in training mode: NaN row, empty batch, fp16/bf16), legacy_write / legacy_load /
+legacy_resume (a pickle of the mapper layout before the shared head: written, loaded, resumed from).
 The tree-independent parts are in stylegan_driver.py.
 """
 
@@ -55,6 +56,22 @@ def cmd_build(work):
     out['resume'] = sd.check_resume(work, NAME, lambda: sd.networks(args.G_kwargs, args.D_kwargs, training_set))
     return out
 
+def cmd_legacy_write(work):
+    """legacy.pkl: a pickle of the mapper layout before the shared head (stylegan_driver.write_legacy_pickle)."""
+    torch.manual_seed(0)
+    _, args = training_args(work, **sd.RTM_OPTIONS)
+    training_set = dnnlib.util.construct_class_by_name(**args.training_set_kwargs)
+    G, D, _ = sd.networks(args.G_kwargs, args.D_kwargs, training_set)
+    _, real_c = sd.reals(training_set)
+    sd.write_legacy_pickle(work, args.training_set_kwargs, G, D, torch.randn([4, G.z_dim]), real_c)
+    return dict(written=True)
+
+def cmd_legacy_resume(work):
+    torch.manual_seed(1)
+    _, args = training_args(work, **sd.RTM_OPTIONS)
+    training_set = dnnlib.util.construct_class_by_name(**args.training_set_kwargs)
+    return sd.cmd_legacy_resume(work, lambda: sd.networks(args.G_kwargs, args.D_kwargs, training_set))
+
 def save_torchscript(module, path):
     torch.jit.save(torch.jit.script(module), path)    # stylegan2-ada-pytorch loads detectors with torch.jit.load
 
@@ -85,7 +102,8 @@ def cmd_w_avg(work):
 
 COMMANDS = dict(build=cmd_build, load=lambda work: sd.cmd_load(work, NAME), steps=lambda work: sd.cmd_steps(work, NAME),
                 metric=lambda work: sd.cmd_metric(work, NAME, save_torchscript),
-                custom_op=lambda work: sd.cmd_custom_op(work, 'rtm_sg2ada_probe_op'), w_avg=cmd_w_avg)
+                custom_op=lambda work: sd.cmd_custom_op(work, 'rtm_sg2ada_probe_op'), w_avg=cmd_w_avg,
+                legacy_write=cmd_legacy_write, legacy_load=sd.cmd_legacy_load, legacy_resume=cmd_legacy_resume)
 
 if __name__ == '__main__':
     sd.main(COMMANDS)

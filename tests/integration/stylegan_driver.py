@@ -72,6 +72,67 @@ def load_pickle(path):
     with dnnlib.util.open_url(path) as f:
         return legacy.load_network_pkl(f)
 
+LEGACY = checkouts.REPO / 'tests' / 'data' / 'legacy_676eb91'
+
+def legacy_mapper_module():
+    """stylegan_mapper.py over rtm.py as of commit 676eb91 (tests/data/legacy_676eb91): the mapper layout before the
+    shared head, as pickles of that time embed it. Registered in sys.modules under their own names, so
+    persistence embeds exactly these sources."""
+    import importlib.machinery  # pylint: disable=import-outside-toplevel
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    modules = {}
+    for name, file in [('legacy_rtm_676eb91', 'rtm.py.txt'), ('legacy_stylegan_mapper_676eb91', 'stylegan_mapper.py.txt')]:
+        path = str(LEGACY / file)
+        spec = importlib.util.spec_from_file_location(name, path, loader=importlib.machinery.SourceFileLoader(name, path))
+        modules[name] = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    legacy = modules['legacy_stylegan_mapper_676eb91']
+    legacy.rtm = modules['legacy_rtm_676eb91']          # what its `from rtm_plugin import rtm` gave it then
+    return legacy
+
+def write_legacy_pickle(work, training_set_kwargs, G, D, gen_z, gen_c):
+    """legacy.pkl: G with its mapper replaced by one of the old layout (trained-looking w_avg), and its reference
+    images; as the training loop of that time wrote it."""
+    old = legacy_mapper_module()
+    kwargs = {k: v for k, v in G.init_kwargs.mapping_kwargs.items() if k != 'map'}
+    G.mapping = old.RTMMappingNetwork(z_dim=G.z_dim, c_dim=G.c_dim, w_dim=G.w_dim, num_ws=G.num_ws, **kwargs)
+    with torch.no_grad():
+        G.mapping.train()(gen_z, gen_c)                 # moves w_avg
+    G_ema = copy.deepcopy(G).eval()
+    save_pickle(os.path.join(work, 'legacy.pkl'), training_set_kwargs, G, D, G_ema)
+    np.save(os.path.join(work, 'legacy_images.npy'), images(G_ema))
+
+def cmd_legacy_load(work):
+    """The old-layout pickle, loaded with whatever this process has (the new rtm_plugin, or none): same images,
+    and the mapper runs the source the pickle carries (no shared head), halting included."""
+    out = cmd_load(work, 'legacy')
+    G = load_pickle(os.path.join(work, 'legacy.pkl'))['G_ema']
+    z, c = reference_inputs(G)
+    with torch.no_grad():
+        ws = G.mapping(z, c, H=2, halt_tol=1e9, H_min=1)
+    out.update(old_layout=not hasattr(G.mapping.trunk, 'mapper_forward') and hasattr(G.mapping, 'trunk_input'),
+               old_halting=torch.is_tensor(ws) and G.mapping.trunk.halt_steps.tolist() == [1] * len(z))
+    return out
+
+def cmd_legacy_resume(work, build):
+    """--resume legacy.pkl into a G of the new layout (`build()` -> G, D, G_ema), as the patched training loop does
+    it: every tensor comes from the pickle, and the new G makes the old G's images."""
+    from torch_utils import misc  # pylint: disable=import-outside-toplevel
+    from rtm_plugin.integrations import stylegan_options as rtm_options  # pylint: disable=import-outside-toplevel
+    resume_data = load_pickle(os.path.join(work, 'legacy.pkl'))
+    G2, D2, G2_ema = build()
+    log = []
+    dropped = rtm_options.keep_compatible_mapper(resume_data, G2, log=log.append)
+    for key, module in [('G', G2), ('D', D2), ('G_ema', G2_ema)]:
+        misc.copy_params_and_buffers(resume_data[key], module, require_all=True)
+    old = tensors(resume_data['G_ema'])
+    result = images(G2_ema.eval())
+    reference = np.load(os.path.join(work, 'legacy_images.npy'))
+    return dict(dropped=dropped, log=log, new_layout=hasattr(G2.mapping.trunk, 'mapper_forward'),
+                same_names=sorted(old) == sorted(tensors(G2_ema)),
+                all_copied=all(torch.equal(t, old[n]) for n, t in tensors(G2_ema).items()),
+                identical=bool(np.array_equal(result, reference)), max_abs_diff=float(np.abs(result - reference).max()))
+
 def defining_module(obj):
     """The module of the class persistence.persistent_class wrapped (the Decorator itself lives in persistence)."""
     return type(obj).__mro__[1].__module__
@@ -176,9 +237,9 @@ def cmd_steps(work, name):
     with torch.no_grad():
         default = G.mapping(z, c)
         override = G.mapping(z, c, H=2)
-        halt_none = G.mapping(z, c, halt_tol=0.0)                   # tol 0: every sample runs all H steps
-        halt_all = G.mapping(z, c, halt_tol=1e9, H_min=1)           # huge tol: every sample stops at H_min
-        halt_steps = G.mapping.trunk.halt_steps.tolist()
+        halt_none, _ = G.mapping(z, c, halt_tol=0.0)                # tol 0: every sample runs all H steps
+        halt_all, halt_steps = G.mapping(z, c, halt_tol=1e9, H_min=1)   # huge tol: every sample stops at H_min
+        halt_steps = halt_steps.tolist()
         one_step = G.mapping(z, c, H=1)
         rtm_options.set_rtm_steps(G, 2)
         after_set = G.mapping(z, c)

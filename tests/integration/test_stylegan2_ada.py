@@ -155,6 +155,23 @@ def test_pickled_mapper_w_avg_survives_bad_rows_and_trains_in_half(work, built, 
     for dtype in ('float16', 'bfloat16'):
         assert all(out[dtype].values()), (dtype, out[dtype])
 
+@pytest.fixture(scope='module')
+def legacy_pickle(work):
+    """legacy.pkl, written by the mapper layout before the shared head (tests/data/legacy_676eb91)."""
+    assert drive(work, work['patched'], 'legacy_write')['legacy_write']['written']
+
+@pytest.mark.parametrize('checkout', ['patched', 'pristine'])
+def test_pickle_of_the_old_mapper_layout_loads_and_runs_its_own_source(work, legacy_pickle, checkout):
+    load = drive(work, work[checkout], 'legacy_load', block_plugin=checkout == 'pristine')['legacy_load']
+    checks.check_load(load, 'RTMMappingNetwork', plugin=checkout == 'patched')
+    assert load['old_layout'] and load['old_halting'], load
+
+def test_resume_from_a_pickle_of_the_old_mapper_layout(work, legacy_pickle):
+    resume = drive(work, work['patched'], 'legacy_resume')['legacy_resume']
+    assert not resume['dropped'] and resume['log'] == []           # same kind and shapes: the mapper resumes too
+    assert resume['new_layout'] and resume['same_names'] and resume['all_copied'], resume
+    assert resume['identical'], resume
+
 def test_generate_with_rtm_steps(work, built):
     expected = work['base'] / 'rtm_steps2_seeds01.npy'
     if not expected.exists():
