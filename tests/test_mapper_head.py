@@ -178,16 +178,19 @@ def test_view_reads_every_mapper_class_by_its_kind(classes):
     with pytest.raises(ValueError, match='unknown mapping network'):
         GeneratorView(Generator(SimpleNamespace(mapper_kind='gru', trunk=None)))
 
-def legacy_sg2ada_mapper(monkeypatch):
-    """A stylegan2-ada-pytorch RTM mapper of the layout before the shared head (commit 676eb91): its module and
-    rtm.py from tests/data, as a pickle of that time embeds them, over the stub upstream."""
-    upstream_stubs.install(monkeypatch, 'stylegan2-ada-pytorch')
+def legacy_mapper(monkeypatch, tree='stylegan2-ada-pytorch', name='RTMMappingNetwork'):
+    """An RTM mapper of `tree` in the layout before the shared head (commit 676eb91): its module and rtm.py from
+    tests/data, as a pickle of that time embeds them, over the stub upstream."""
+    upstream_stubs.install(monkeypatch, tree)
     legacy_rtm = upstream_stubs.load_source(monkeypatch, 'legacy_rtm_676eb91', LEGACY / 'rtm.py.txt')
     legacy = upstream_stubs.load_source(monkeypatch, 'legacy_stylegan_mapper_676eb91',
                                         LEGACY / 'stylegan_mapper.py.txt')
     legacy.rtm = legacy_rtm                                 # what `from rtm_plugin import rtm` gave it then
     torch.manual_seed(0)
-    return legacy.RTMMappingNetwork(**DIMS, **TRUNK).eval()
+    return getattr(legacy, name)(**DIMS, **TRUNK).eval()
+
+def legacy_sg2ada_mapper(monkeypatch):
+    return legacy_mapper(monkeypatch)
 
 def test_view_works_on_the_mapper_of_an_older_pickle(monkeypatch):
     old = legacy_sg2ada_mapper(monkeypatch)
@@ -211,3 +214,30 @@ def test_old_layout_weights_load_into_the_new_classes(monkeypatch, classes):
     z, c = inputs()
     with torch.no_grad():
         assert torch.equal(new(z, c, truncation_psi=0.7), old(z, c, truncation_psi=0.7))
+
+# The calls upstream's own code makes (loss.py, networks.py, metrics, generation scripts), per tree: training mode
+# and keywords. Old and new layout must agree on them: outputs, and where w_avg ends up.
+UPSTREAM_CALLS = {
+    'stylegan2-ada-pytorch': [(True, {}), (True, dict(skip_w_avg_update=True)), (False, {}),
+                              (False, dict(truncation_psi=0.7, truncation_cutoff=2))],
+    'stylegan3': [(True, dict(update_emas=True)), (True, dict(update_emas=False)), (False, dict(update_emas=False)),
+                  (False, dict(truncation_psi=0.7, truncation_cutoff=2))],
+}
+
+@pytest.mark.parametrize('tree, name', [('stylegan2-ada-pytorch', 'RTMMappingNetwork'),
+                                        ('stylegan3', 'RTMMappingNetwork'), ('stylegan3', 'RTMMappingNetworkSG3')])
+def test_new_layout_matches_the_old_on_upstreams_calls(monkeypatch, classes, tree, name):
+    """The redesign changed no number: for every call upstream makes, the new class gives the old class's ws and
+    moves w_avg as it did (training mode included), in each tree's own rule."""
+    old = legacy_mapper(monkeypatch, tree, name)
+    with torch.no_grad():
+        old.w_avg.normal_()
+    new = twin(classes[f'{tree}:{name}'], old)
+    assert new.w_avg_beta == old.w_avg_beta == (0.995 if tree == 'stylegan2-ada-pytorch' else 0.998)
+    z, c = inputs()
+    for training, kwargs in UPSTREAM_CALLS[tree]:
+        old.train(training)
+        new.train(training)
+        with torch.no_grad():
+            assert torch.equal(new(z, c, **kwargs), old(z, c, **kwargs)), (training, kwargs)
+        assert torch.equal(new.w_avg, old.w_avg), (training, kwargs)

@@ -29,8 +29,8 @@ class FullyConnectedLayer(EqualizedLinear):
 
 class StyleGAN2MappingNetwork(torch.nn.Module):
     """stylegan2-ada-pytorch's and stylegan3's StyleGAN2 MappingNetwork: embed only when c_dim > 0, fc0..fcN-1,
-    w_avg only when num_ws and w_avg_beta are not None."""
-    w_avg_beta_default = 0.995
+    w_avg only when num_ws and w_avg_beta are not None. w_avg_beta: 0.995 in stylegan2-ada-pytorch (0.998 in
+    stylegan3 and StudioGAN, below)."""
 
     def __init__(self, z_dim, c_dim, w_dim, num_ws, num_layers=8, embed_features=None, layer_features=None,
                  activation='lrelu', lr_multiplier=0.01, w_avg_beta=0.995):
@@ -48,8 +48,9 @@ class StyleGAN2MappingNetwork(torch.nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer('w_avg', torch.zeros([w_dim]))
 
-class StudioGANMappingNetwork(StyleGAN2MappingNetwork):
-    """StudioGAN's src/models/stylegan2.py MappingNetwork: the same layout, w_avg_beta 0.998 by default."""
+class StyleGAN2MappingNetwork998(StyleGAN2MappingNetwork):
+    """stylegan3's training/networks_stylegan2.py and StudioGAN's src/models/stylegan2.py MappingNetwork: the same
+    layout, w_avg_beta 0.998 by default."""
 
     def __init__(self, z_dim, c_dim, w_dim, num_ws, num_layers=8, embed_features=None, layer_features=None,
                  activation='lrelu', lr_multiplier=0.01, w_avg_beta=0.998):
@@ -81,6 +82,8 @@ def module(name, **attributes):
     return mod
 
 TREES = ('stylegan2-ada-pytorch', 'stylegan3', 'studiogan')
+STUB_MODULES = {'torch_utils', 'torch_utils.persistence', 'torch_utils.misc', 'training', 'training.networks',
+                'training.networks_stylegan2', 'training.networks_stylegan3', 'models', 'models.stylegan2'}
 OURS = ('rtm_plugin.integrations.stylegan_mapper', 'rtm_plugin.integrations.studiogan')
 
 def install(monkeypatch, tree):
@@ -94,13 +97,15 @@ def install(monkeypatch, tree):
         networks = module('training.networks', MappingNetwork=StyleGAN2MappingNetwork)
         mods.update({'training': module('training', networks=networks), 'training.networks': networks})
     elif tree == 'stylegan3':
-        sg2 = module('training.networks_stylegan2', MappingNetwork=StyleGAN2MappingNetwork)
+        sg2 = module('training.networks_stylegan2', MappingNetwork=StyleGAN2MappingNetwork998)
         sg3 = module('training.networks_stylegan3', MappingNetwork=AliasFreeMappingNetwork)
         mods.update({'training': module('training', networks_stylegan2=sg2, networks_stylegan3=sg3),
                      'training.networks_stylegan2': sg2, 'training.networks_stylegan3': sg3})
     else:
-        stylegan2 = module('models.stylegan2', MappingNetwork=StudioGANMappingNetwork)
+        stylegan2 = module('models.stylegan2', MappingNetwork=StyleGAN2MappingNetwork998)
         mods.update({'models': module('models', stylegan2=stylegan2), 'models.stylegan2': stylegan2})
+    for name in STUB_MODULES - mods.keys():        # another tree's stubs: `from training import x` would find them
+        monkeypatch.delitem(sys.modules, name, raising=False)
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
     import rtm_plugin.integrations as package  # pylint: disable=import-outside-toplevel
