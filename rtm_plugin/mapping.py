@@ -110,6 +110,11 @@ class MLPMappingNetwork(MappingNetworkBase):
 
 #----------------------------------------------------------------------------
 
+def mapper_kind(mapping):
+    """'rtm' or 'mlp' for any mapping network: rtm_plugin's classes (and old pickles of them) say which; upstream's
+    own MappingNetwork is the MLP."""
+    return getattr(mapping, 'mapper_kind', 'mlp')
+
 MAPPERS = {'rtm': RTMMappingNetwork, 'mlp': MLPMappingNetwork}
 
 def build_mapping(map='rtm', **kwargs):

@@ -9,7 +9,7 @@ reference block and differentiates that.
 Usage, from rtm.py:
 
     f = rtm_fused.mixer_op(mapper.block, z0, mapper.H_init)    # None: use the reference block
-    z_H, z_L = f.recursion(z_H, z_L, z0, steps, L)             # no grad, one op call
+    z_H, z_L = f.recursion(z_H, z_L, z0, H - 1, L)             # no grad, one op call
     z_L = f(z_L, z_H + z0)                                     # differentiable
 
 The contract with the block: `block.fusable` is True, `block.fused_weights()` returns its effective weights
@@ -199,10 +199,10 @@ class FusedMixer:
             return _FusedBlock.apply(x, inj, self, *self.params)
         return self.plugin.block_packed(x, inj, self.packed, self.eps)
 
-    def recursion(self, z_H, z_L, z0, steps, L):
-        """(z_H, z_L) after `steps` outer steps of L+1 block calls, in one op call. No autograd."""
+    def recursion(self, z_H, z_L, z0, outer_steps, L):
+        """(z_H, z_L) after `outer_steps` outer steps of L+1 block calls, in one op call. No autograd."""
         z_H, z_L, z0 = (self._prepare(t.detach()) for t in (z_H, z_L, z0))
-        return tuple(self.plugin.recursion_packed(z_H, z_L, z0, self.packed, steps, L, self.eps))
+        return tuple(self.plugin.recursion_packed(z_H, z_L, z0, self.packed, outer_steps, L, self.eps))
 
 class _FusedBlock(torch.autograd.Function):
     """Forward: the fused op. Backward: recompute rtm.py's reference block from the saved inputs and

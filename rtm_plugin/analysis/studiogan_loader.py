@@ -17,6 +17,7 @@ import sys
 import torch
 
 from rtm_plugin.integrations.studiogan_checkpoints import describe_mapper
+from rtm_plugin.integrations.studiogan_options import mapping_type
 
 CHECKPOINT = re.compile(r'model=(G_ema|G)-(best|current)-weights-step=(\d+)\.pth$')
 
@@ -63,8 +64,9 @@ def read_config(cfg_path):
     cfgs.RUN.mixed_precision = False        # evaluation in float32, on any device
     return cfgs
 
-def mapper_kind(cfgs):
-    return getattr(cfgs.STYLEGAN, 'mapping_type', 'mlp') if cfgs.MODEL.backbone.startswith('stylegan') else None
+def configured_mapper_kind(cfgs):
+    """The mapper the YAML builds ('rtm' or 'mlp'), None for a backbone without one."""
+    return mapping_type(cfgs.STYLEGAN) if cfgs.MODEL.backbone.startswith('stylegan') else None
 
 def pick_config(ckpt_path, state_dict, cfg_paths):
     """The one YAML of cfg_paths whose mapper kind the checkpoint holds (the only one, when one is given)."""
@@ -72,7 +74,7 @@ def pick_config(ckpt_path, state_dict, cfg_paths):
     if len(configs) == 1:
         return configs[0]
     held = describe_mapper(state_dict)
-    fits = [(path, cfgs) for path, cfgs in configs if held is not None and mapper_kind(cfgs) == held[0]]
+    fits = [(path, cfgs) for path, cfgs in configs if held is not None and configured_mapper_kind(cfgs) == held[0]]
     if len(fits) != 1:
         raise ValueError(f'{ckpt_path} holds {held[1] if held else "no mapping network"}: give exactly one '
                          f'--studiogan-cfg for it (of {", ".join(cfg_paths)}, {len(fits)} build that mapper)')

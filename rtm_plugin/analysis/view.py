@@ -13,6 +13,7 @@ import inspect
 
 import torch
 
+from rtm_plugin.mapping import mapper_kind
 from rtm_plugin.rtm import mapper_input
 from rtm_plugin.sampling import EVAL, seeded, to_uint8
 
@@ -20,7 +21,7 @@ class GeneratorView:
     def __init__(self, G, label=None):
         self.G = G
         self.mapping = G.mapping
-        self.kind = getattr(self.mapping, 'mapper_kind', 'mlp')         # upstream's own MappingNetwork: 'mlp'
+        self.kind = mapper_kind(self.mapping)
         self.trunk = getattr(self.mapping, 'trunk', None)               # None: upstream's fc0 ... fcN-1
         if self.kind not in ('rtm', 'mlp') or (self.kind == 'rtm' and self.trunk is None):
             raise ValueError(f'unknown mapping network {type(self.mapping).__name__}: expected an RTM or MLP mapper')
@@ -80,12 +81,12 @@ class GeneratorView:
             out.append(x)
         return torch.stack(out)
 
-    def trace(self, x, steps=None):
-        """[S, N, w_dim]: RTM's w after each outer step 1..steps (default H), or the MLP's output after each
+    def trace(self, x, trace_len=None):
+        """[S, N, w_dim]: RTM's w after each outer step 1..trace_len (default H), or the MLP's output after each
         layer (its intermediate width must equal w_dim to be decoded)."""
         if self.kind == 'rtm':
-            return self.trunk(x, H=steps, return_trace=True)[1]
-        out = self.mlp_layers(x, steps)
+            return self.trunk(x, H=trace_len, return_trace=True)[1]
+        out = self.mlp_layers(x, trace_len)
         if out.shape[-1] != self.G.w_dim:
             raise ValueError(f'the MLP layers are {out.shape[-1]} wide, not w_dim={self.G.w_dim}: cannot decode them')
         return out
@@ -108,12 +109,12 @@ class GeneratorView:
     @torch.no_grad()
     def images(self, z, c=None, batch=256, **trunk_kwargs):
         """(uint8 images, steps used per sample or None): the generator's samples for z with these trunk options."""
-        out, steps = [], []
+        out, used = [], []
         for i in range(0, len(z), batch):
             cc = None if c is None else c[i:i + batch]
             w = self.w(self.trunk_input(z[i:i + batch], cc), **trunk_kwargs)
             if trunk_kwargs.get('halt_tol') is not None:
-                w, used = w
-                steps.append(used.cpu())
+                w, steps = w
+                used.append(steps.cpu())
             out.append(self.decode(w))
-        return torch.cat(out), (torch.cat(steps) if steps else None)
+        return torch.cat(out), (torch.cat(used) if used else None)

@@ -14,7 +14,7 @@ from rtm_plugin.rtm import RecursiveTokenMapper
 class RTMMappingNetwork(MapperHead, stylegan2.MappingNetwork):
     """Upstream's embed and w_avg (built with num_layers=0), with the Recursive Token Mapper as the trunk.
 
-    Contract, as upstream's: forward(z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False) with c
+    Contract, as upstream's: forward(z, c, truncation_psi=1, truncation_cutoff=None, *, update_emas) with c
     one-hot (ignored when c_dim == 0), w_avg updated only when update_emas, and a contiguous [N, num_ws, w_dim]
     result that callers may write into (style mixing does); plus the per-call options of every rtm_plugin mapper
     (MapperHead.forward: H, L, halt_tol, H_min, return_trace, use_fused). Every parameter takes part in every forward:

@@ -6,10 +6,11 @@
 
 The patched Generators build them when mapping_kwargs['map'] == 'rtm'. A network pickle embeds this module's
 source (torch_utils/persistence.py) and re-executes it wherever the pickle is loaded, which may be a checkout
-without rtm_plugin, patched or not. So this module imports only upstream and torch; rtm_plugin is needed to
-construct a mapper, never to load one. The trunk's classes pickle with the source of rtm_plugin/rtm.py, which
-imports only torch. Rules for this file (persistence): classes at top level, no relative imports, no module-level
-__file__, and everything the classes share lives here (a pickle carries this one file).
+without rtm_plugin, patched or not. So this module imports only upstream (and rtm_plugin optionally); rtm_plugin
+is needed to construct a mapper, never to load one. The trunk's classes pickle with the source of
+rtm_plugin/rtm.py, which imports only torch, and the mapper head (rtm.mapper_forward) is reached through the trunk
+for that reason. Rules for this file (persistence): classes at top level, no relative imports, no module-level
+__file__, and nothing shared with other rtm_plugin modules but what the trunk carries.
 """
 
 import inspect

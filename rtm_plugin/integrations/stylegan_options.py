@@ -8,6 +8,7 @@ import click
 import torch
 
 from rtm_plugin import rtm
+from rtm_plugin.mapping import mapper_kind
 from rtm_plugin.integrations import trunk_options
 from rtm_plugin.integrations.trunk_options import STYLEGAN_KEYS, to_trunk_kwargs
 
@@ -58,9 +59,6 @@ def describe_mapping(mapping_kwargs):
 #----------------------------------------------------------------------------
 # --resume
 
-def mapper_kind(mapping):
-    return getattr(mapping, 'mapper_kind', 'mlp')
-
 def _describe(mapping):
     tensors = sum(t.numel() for t in list(mapping.parameters()) + list(mapping.buffers()))
     return f'{mapper_kind(mapping)} ({type(mapping).__name__}, {tensors:,} values)'
@@ -104,14 +102,14 @@ def keep_compatible_mapper(resume_data, G, log=print):
 #----------------------------------------------------------------------------
 # --rtm-steps
 
-def set_rtm_steps(G, steps):
+def set_rtm_steps(G, H):
     """--rtm-steps: the RTM mapper's outer steps H at inference, for every later call (None = as trained)."""
-    if steps is None:
+    if H is None:
         return
     if mapper_kind(G.mapping) != 'rtm':
         raise click.BadParameter(f'this network\'s mapper is {_describe(G.mapping)}; --rtm-steps needs an RTM '
                                  f'mapper (trained with --map=rtm)', param_hint='--rtm-steps')
     try:
-        G.mapping.trunk.H = rtm.check_positive_int('H', steps)
+        G.mapping.trunk.H = rtm.check_positive_int('H', H)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--rtm-steps') from None
