@@ -59,3 +59,12 @@ def test_only_imle_imports_the_trainer():
            if (module == 'rtm_plugin.imle.train' or module.startswith('rtm_plugin.imle.train.'))
            and path.parts[0] != 'imle']
     assert not bad, 'the trainer (DDP, signal handling) imported outside imle/:\n' + '\n'.join(bad)
+
+def test_the_architecture_page_names_every_module():
+    """ARCHITECTURE.md's module map stays true: every module of the shared layer, the glue and the fused op is
+    named there (the areas' own modules are listed by name too, except their __init__/__main__)."""
+    text = (PACKAGE.parent / 'ARCHITECTURE.md').read_text(encoding='utf-8')
+    folders = [PACKAGE, *(PACKAGE / area for area in ('integrations', 'patching', *AREAS)), PACKAGE.parent / 'torch_utils_ext']
+    names = [p.stem for folder in folders for p in folder.glob('*.py') if p.stem not in ('__init__', '__main__')]
+    missing = sorted(name for name in names if name not in text)
+    assert not missing, f'ARCHITECTURE.md does not name: {", ".join(missing)}'
