@@ -87,27 +87,42 @@ class ImageSet:
     names: list                         # source names, in order
     skipped: list = field(default_factory=list)     # (name, reason) of skipped files
 
+def resize(x, resolution):
+    """uint8 [C, H, W] (C = 1 or 3) -> [C, resolution, resolution], Lanczos, for the trainer and the metrics alike."""
+    if x.shape[1:] == (resolution, resolution):
+        return x
+    mode = 'L' if x.shape[0] == 1 else 'RGB'
+    img = Image.fromarray(x[0] if mode == 'L' else x.transpose(1, 2, 0), mode)
+    y = np.asarray(img.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8)
+    return y[None] if mode == 'L' else y.transpose(2, 0, 1)
+
 def _decode_square(name, data, resolution):
     x = decode_image(data, name)
     h, w = x.shape[1:]
     if w != h:
         raise ValueError(f'{name}: image is {w}x{h}, not square; crop it to a square first')
-    if resolution is not None and w != resolution:
-        img = Image.fromarray(x.transpose(1, 2, 0)).resize((resolution, resolution), Image.LANCZOS)
-        x = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-    return x
+    return x if resolution is None else resize(x, resolution)
+
+def image_members(path):
+    """The image files of a folder (searched recursively) or a zip, sorted by name: ('folder', [paths relative to
+    it]) or ('zip', [ZipInfo]); None when `path` is neither. The trainer's and the metrics' image sets alike."""
+    if os.path.isdir(path):
+        return 'folder', sorted(os.path.relpath(os.path.join(root, f), path)
+                                for root, _, files in os.walk(path) for f in files if is_image(f))
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            return 'zip', sorted((i for i in z.infolist() if not i.is_dir() and is_image(i.filename)),
+                                 key=lambda i: i.filename)
+    return None
 
 def list_sources(path):
     """[(name, read_bytes)] in a fixed (sorted) order."""
-    if os.path.isdir(path):
-        names = sorted(os.path.relpath(os.path.join(root, f), path)
-                       for root, _, files in os.walk(path) for f in files)
-        return [(os.path.join(path, n), (lambda p=os.path.join(path, n): open(p, 'rb').read()))
-                for n in names if is_image(n)]
-    if zipfile.is_zipfile(path):
+    found = image_members(path)
+    if found is not None and found[0] == 'folder':
+        return [(os.path.join(path, n), (lambda p=os.path.join(path, n): open(p, 'rb').read())) for n in found[1]]
+    if found is not None:
         zf = zipfile.ZipFile(path)
-        names = sorted(n for n in zf.namelist() if not n.endswith('/') and is_image(n))
-        return [(f'{path}:{n}', (lambda n=n: zf.read(n))) for n in names]
+        return [(f'{path}:{i.filename}', (lambda i=i: zf.read(i))) for i in found[1]]
     if os.path.isfile(path):
         raise ValueError(f'{path}: not a folder of images or a zip archive')
     raise FileNotFoundError(f'dataset not found: {path}')

@@ -17,18 +17,8 @@ import zipfile
 
 import numpy as np
 import torch
-from PIL import Image
 
-from rtm_plugin.image_reader import IMAGE_EXTENSIONS, decode_image, is_image
-
-def _resize(x, resolution):
-    """uint8 [C, H, W] -> [C, resolution, resolution], Lanczos (as the trainer resizes), channels kept."""
-    if x.shape[1:] == (resolution, resolution):
-        return x
-    mode = 'L' if x.shape[0] == 1 else 'RGB'
-    img = Image.fromarray(x[0] if mode == 'L' else x.transpose(1, 2, 0), mode)
-    y = np.asarray(img.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8)
-    return y[None] if mode == 'L' else y.transpose(2, 0, 1)
+from rtm_plugin.image_reader import IMAGE_EXTENSIONS, decode_image, image_members, resize
 
 class ImageStream:
     """The interface: len(), shape (C, H, W), fingerprint(), batches(batch_size) -> uint8 numpy [B, C, H, W]."""
@@ -45,7 +35,7 @@ class ImageStream:
         return self._fingerprint
 
     def _finish(self, x):
-        return _resize(x, self.resolution) if self.resolution else x
+        return resize(x, self.resolution) if self.resolution else x
 
 class ArrayImages(ImageStream):
     """Images already in memory (numpy or torch, uint8 [N, C, H, W]); a .npy file is read through a memory map."""
@@ -82,19 +72,13 @@ class FileImages(ImageStream):
 
     def __init__(self, source, max_images=None, resolution=None):
         self.name, self.resolution = source, resolution
-        if os.path.isdir(source):
-            rel = sorted(os.path.relpath(os.path.join(root, f), source)
-                         for root, _, files in os.walk(source) for f in files if is_image(f))[:max_images]
-            self._members = [(os.path.join(source, r), r) for r in rel]
-            self._zip = None
-        elif zipfile.is_zipfile(source):
-            with zipfile.ZipFile(source) as z:
-                infos = sorted((i for i in z.infolist() if not i.is_dir() and is_image(i.filename)),
-                               key=lambda i: i.filename)[:max_images]
-            self._members = [(f'{source}:{i.filename}', i) for i in infos]
-            self._zip = source
-        else:
+        found = image_members(source)
+        if found is None:
             raise ValueError(f'{source} is neither a folder, a zip, a .npy nor a .npz statistics file')
+        kind, members = found
+        self._zip = source if kind == 'zip' else None
+        self._members = [(f'{source}:{i.filename}', i) if self._zip else (os.path.join(source, i), i)
+                         for i in members[:max_images]]
         self.count = len(self._members)
         if self.count == 0:
             raise ValueError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {source}')
