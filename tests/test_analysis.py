@@ -3,6 +3,7 @@
 import csv
 import json
 import pickle
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -75,6 +76,8 @@ def test_loader_takes_a_run_folder_and_rejects_foreign_files(nets, tmp_path, mon
     # A StyleGAN2-ADA pickle refers to upstream modules; without RTM_SG2ADA_DIR the error says what to set.
     (tmp_path / 'sg.pkl').write_bytes(b'ctorch_utils.persistence\n_reconstruct_persistent_obj\n.')
     monkeypatch.delenv('RTM_SG2ADA_DIR', raising=False)
+    for name in ('torch_utils', 'torch_utils.persistence'):    # unimportable, whatever an earlier test imported
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ValueError, match='RTM_SG2ADA_DIR'):
         load_network(tmp_path / 'sg.pkl')
 

@@ -1,10 +1,8 @@
 """Generator (mapper + decoders), the perceptual loss, and pickles."""
 
 import copy
-import io
 import math
 import os
-import pickle
 
 import pytest
 import torch

@@ -2,7 +2,6 @@
 --dry-run, noise injection, the EMA warning, and pickles written before these changes."""
 
 import copy
-import io
 import json
 import math
 import os

@@ -10,7 +10,7 @@ import torch
 
 from rtm_plugin.analysis.options import common, echo_written, open_view
 from rtm_plugin.analysis.output import write_table
-from rtm_plugin.analysis.sheets import hstack, label, vstack
+from rtm_plugin.analysis.sheets import hstack, label
 from rtm_plugin.image_grid import save_png, tile, upscale
 from rtm_plugin.knn import sq_distances
 
