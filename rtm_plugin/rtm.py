@@ -216,6 +216,7 @@ def mapper_forward(mapper, z, c=None, truncation_psi=1, truncation_cutoff=None, 
     mapper.w_avg_follows_training (stylegan2-ada-pytorch), never otherwise (stylegan3, StudioGAN).
     trunk_options (H, L, halt_tol, H_min, use_fused; None = not given) go to the trunk. Returns ws, or
     (ws, trace) with return_trace (trace [H, N, num_ws, w_dim], truncated alike), or (ws, steps) with halt_tol."""
+    # Only the options given reach the trunk (H_min=1 is the default, not a choice): the MLP trunk refuses them all.
     trunk_options = {k: v for k, v in trunk_options.items() if v is not None and not (k == 'H_min' and v == 1)}
     if return_trace:
         trunk_options['return_trace'] = True
