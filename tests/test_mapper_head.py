@@ -189,11 +189,8 @@ def legacy_mapper(monkeypatch, tree='stylegan2-ada-pytorch', name='RTMMappingNet
     torch.manual_seed(0)
     return getattr(legacy, name)(**DIMS, **TRUNK).eval()
 
-def legacy_sg2ada_mapper(monkeypatch):
-    return legacy_mapper(monkeypatch)
-
 def test_view_works_on_the_mapper_of_an_older_pickle(monkeypatch):
-    old = legacy_sg2ada_mapper(monkeypatch)
+    old = legacy_mapper(monkeypatch)
     assert not hasattr(old.trunk, 'mapper_forward')         # really the old layout: no shared head
     z, c = inputs()
     view = GeneratorView(Generator(old))
@@ -207,7 +204,7 @@ def test_view_works_on_the_mapper_of_an_older_pickle(monkeypatch):
 
 def test_old_layout_weights_load_into_the_new_classes(monkeypatch, classes):
     """--resume and load_state_dict by name: the tensors of an old-layout mapper fit the new class, same outputs."""
-    old = legacy_sg2ada_mapper(monkeypatch)
+    old = legacy_mapper(monkeypatch)
     with torch.no_grad():
         old.w_avg.normal_()
     new = twin(classes['stylegan2-ada-pytorch:RTMMappingNetwork'], old).eval()
