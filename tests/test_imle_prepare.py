@@ -90,6 +90,20 @@ def test_folder_to_zip_resized_with_null_labels(tmp_path):
     assert all(im.shape == (32, 32, 3) for im in images.values())
     assert load_images(str(dest)).images.shape == (4, 3, 32, 32)
 
+def test_a_prepared_folder_holds_what_the_trainer_reads_from_it(tmp_path):
+    """One reader: rtm-imle-prepare takes the files the trainer takes (a .gif too) and decodes them as it does (a
+    16-bit PNG scaled to 8 bits, not clipped; alpha composited on white)."""
+    folder = tmp_path / 'mixed'
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 65536, [16, 16], dtype=np.uint16)).save(folder / 'a16.png')
+    Image.fromarray(rng.integers(0, 256, [16, 16, 3], dtype=np.uint8)).save(folder / 'b.gif')
+    Image.fromarray(rng.integers(0, 256, [16, 16, 4], dtype=np.uint8), 'RGBA').save(folder / 'c.png')
+    dest = tmp_path / 'mixed.zip'
+    result = run('--source', folder, '--dest', dest)
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(load_images(str(dest)).images, load_images(str(folder)).images)
+
 def test_folder_non_square_needs_center_crop(tmp_path):
     make_folder(tmp_path / 'shots', [(80, 64), (64, 64)])
     result = run('--source', tmp_path / 'shots', '--dest', tmp_path / 'a.zip', '--resolution', 32)

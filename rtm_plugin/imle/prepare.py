@@ -25,11 +25,11 @@ from PIL import Image
 
 from rtm_plugin import __version__
 from rtm_plugin.files import atomic_write
+from rtm_plugin.image_reader import IMAGE_EXTENSIONS, image_members, to_rgb_array
 
 CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'       # of the file at CIFAR10_URL
 CIFAR10_MEMBERS = {'train': [f'data_batch_{i}' for i in range(1, 6)], 'test': ['test_batch']}
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
 def is_cifar10_tarball(path):
     if not (os.path.isfile(path) and tarfile.is_tarfile(path)):
@@ -56,26 +56,16 @@ def read_cifar10(path, split='train'):
             labels.append(np.asarray(batch['labels'], dtype=np.int64))
     return np.concatenate(images), np.concatenate(labels)
 
-def _rgb(img):
-    """RGB, with alpha composited onto white (as rtm_plugin.image_reader reads images)."""
-    if img.mode == 'P':
-        img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
-    if img.mode in ('RGBA', 'LA', 'PA'):
-        rgba = img.convert('RGBA')
-        return Image.alpha_composite(Image.new('RGBA', rgba.size, (255, 255, 255, 255)), rgba).convert('RGB')
-    return img.convert('RGB')
-
 def folder_images(path, resolution=None, transform=None):
     """Yield (name, uint8 [R, R, 3]) for each image file under path, sorted; see the module docstring."""
-    names = sorted(os.path.relpath(os.path.join(root, f), path) for root, _, files in os.walk(path) for f in files
-                   if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not f.startswith('.'))
+    names = image_members(path)[1]                     # the files the trainer would read, in its order
     if not names:
         raise ValueError(f'{path}: no images found (looked for {", ".join(IMAGE_EXTENSIONS)})')
     size = resolution
     for name in names:
         try:
             with Image.open(os.path.join(path, name)) as img:
-                img = _rgb(img)
+                img = Image.fromarray(to_rgb_array(img))   # as the trainer decodes: alpha on white, 16-bit scaled
         except Exception as e:
             raise ValueError(f'{os.path.join(path, name)}: cannot read image ({type(e).__name__}: {e})') from None
         w, h = img.size
